@@ -1,0 +1,5 @@
+"""``python -m afbackup`` runs the CLI."""
+
+from afbackup.cli import main
+
+main()

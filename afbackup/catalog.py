@@ -1,0 +1,124 @@
+"""The catalog: which backups exist, in which state, newest first.
+
+A backup is complete only when its manifest exists; ordering and ``latest``
+use the manifest's finish time, never key names or storage timestamps.
+Attempts without a manifest are ``failed`` (a failure record exists) or
+``incomplete`` (killed, or still running) and are shown only by ``--all``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from afbackup import manifest as mf
+from afbackup.errors import AfbackupError, IntegrityError, NotFoundError, UsageError
+from afbackup.storage.base import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupRecord:
+    backup_id: str
+    state: str  # complete | failed | incomplete | damaged
+    manifest: mf.Manifest | None
+    keys: tuple[str, ...]
+    detail: str = ""
+    started_at: dt.datetime | None = None
+    pinned: bool = False
+
+    @property
+    def finished_at(self) -> dt.datetime | None:
+        return self.manifest.finished_at if self.manifest else None
+
+    def summary(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"backup_id": self.backup_id, "state": self.state,
+                               "started_at": mf.iso(self.started_at), "pinned": self.pinned}
+        if self.manifest:
+            m = self.manifest
+            doc.update(finished_at=mf.iso(m.finished_at), size=m.archive.size,
+                       airflow=m.airflow.get("cli_version") or m.airflow.get("schema_release"),
+                       schema_revision=m.airflow.get("schema_revision"),
+                       rows=sum(m.row_counts.values()), exports=m.exports,
+                       labels=getattr(m, "labels", None) or {},
+                       signed=bool(m.encryption.get("signer")))
+        if self.detail:
+            doc["detail"] = self.detail
+        return doc
+
+
+def list_backups(store: ObjectStore, *, include_incomplete: bool = False) -> list[BackupRecord]:
+    """Complete backups newest first; with ``include_incomplete`` also failed/incomplete attempts."""
+    grouped: dict[str, list[str]] = {}
+    for obj in store.list(mf.BACKUPS):
+        backup_id, _, name = obj.key[len(mf.BACKUPS):].partition("/")
+        if backup_id and name:
+            grouped.setdefault(backup_id, []).append(name)
+    pinned = {obj.key[len(mf.PINS):].removesuffix(".json") for obj in store.list(mf.PINS)}
+    records = [_record(store, backup_id, names, backup_id in pinned) for backup_id, names in grouped.items()]
+    complete = sorted((r for r in records if r.state == "complete"), key=lambda r: r.finished_at, reverse=True)
+    if not include_incomplete:
+        return complete
+    others = sorted((r for r in records if r.state != "complete"), key=lambda r: r.backup_id, reverse=True)
+    return complete + others
+
+
+def _record(store: ObjectStore, backup_id: str, names: list[str], pinned: bool) -> BackupRecord:
+    keys = tuple(mf.key_of(backup_id, name) for name in sorted(names))
+    started = _started_from_id(backup_id)
+    if mf.MANIFEST_NAME in names:
+        try:
+            manifest = read_manifest(store, backup_id)
+        except AfbackupError as exc:
+            return BackupRecord(backup_id, "damaged", None, keys, exc.one_line(), started, pinned)
+        return BackupRecord(backup_id, "complete", manifest, keys, "", manifest.started_at, pinned)
+    if mf.FAILED_NAME in names:
+        detail = _failure_detail(store, backup_id)
+        return BackupRecord(backup_id, "failed", None, keys, detail, started, pinned)
+    return BackupRecord(backup_id, "incomplete", None, keys, "no manifest: killed or still running", started, pinned)
+
+
+def _started_from_id(backup_id: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def _failure_detail(store: ObjectStore, backup_id: str) -> str:
+    try:
+        return json.loads(store.get_bytes(mf.key_of(backup_id, mf.FAILED_NAME), limit=1 << 16)).get("error", "")
+    except (AfbackupError, ValueError):
+        return "failure record unreadable"
+
+
+def read_manifest(store: ObjectStore, backup_id: str) -> mf.Manifest:
+    key = mf.key_of(backup_id, mf.MANIFEST_NAME)
+    manifest = mf.parse_manifest(store.get_bytes(key), key)
+    if manifest.backup_id != backup_id:
+        raise IntegrityError(f"{key} describes backup {manifest.backup_id}, not {backup_id}",
+                             hint="the manifest was moved or replaced")
+    return manifest
+
+
+def resolve_backup(store: ObjectStore, ref: str) -> BackupRecord:
+    """``latest`` or an id -> the complete backup; anything else is a clear error."""
+    if ref in ("", "latest"):
+        complete = list_backups(store)
+        if not complete:
+            raise NotFoundError(f"no complete backup in {store.describe()}", hint="run `afbackup backup` first")
+        return complete[0]
+    if "/" in ref or ref.startswith("."):
+        raise UsageError(f"{ref!r} is not a backup id")
+    record = next((r for r in list_backups(store, include_incomplete=True) if r.backup_id == ref), None)
+    if record is None:
+        raise NotFoundError(f"backup {ref} does not exist in {store.describe()}",
+                            hint="`afbackup list` shows the backups")
+    if record.state != "complete":
+        raise IntegrityError(f"backup {ref} is {record.state}: {record.detail}",
+                             hint="choose a complete backup from `afbackup list`")
+    return record

@@ -1,0 +1,94 @@
+"""The ``afbackup`` command line: the root group, and the ONLY place errors become exit codes.
+
+Library code raises ``AfbackupError`` subclasses (or lets unexpected errors
+through); ``main()`` logs one ERROR line (what failed — what to do), keeps the
+traceback for ``-v``, and exits with the documented code (errors.ExitCode).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+
+import afbackup
+from afbackup.cli.context import AppContext
+from afbackup.errors import AfbackupError, ExitCode
+from afbackup.log import configure_logging, redact
+
+logger = logging.getLogger("afbackup.cli")
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM/SIGINT. A KeyboardInterrupt, so s3transfer cancels
+    and aborts multipart uploads, and no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, _frame) -> None:
+    raise Terminated(signum)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="FILE", envvar="AFBACKUP_CONFIG",
+              help="Config file (default: $AFBACKUP_CONFIG or /etc/afbackup/config.toml).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv includes library debug logs).")
+@click.option("-q", "--quiet", count=True, help="Less logging (-q warnings, -qq errors only).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="AFBACKUP_LOG_FORMAT",
+              show_default=True, help="Log line format on stderr.")
+@click.version_option(afbackup.__version__, prog_name="afbackup")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: int, log_format: str) -> None:
+    """Backup and disaster recovery for Apache Airflow (metadata DB, connections, variables, pools)."""
+    configure_logging(verbose - quiet, log_format)
+    ctx.obj = AppContext(config_path=config_path, verbosity=verbose - quiet, log_format=log_format)
+
+
+def _register() -> None:
+    from afbackup.cli import backup, catalog, config_cmd
+
+    cli.add_command(backup.backup)
+    cli.add_command(catalog.list_command)
+    cli.add_command(catalog.show)
+    cli.add_command(config_cmd.config)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and exit with the documented code."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = cli.main(args=argv, prog_name="afbackup", standalone_mode=False)
+        return int(code or 0)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return ExitCode.USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.USAGE
+    except AfbackupError as exc:
+        logger.error(redact(exc.one_line()))
+        logger.debug("exception details", exc_info=True)
+        return int(exc.exit_code)
+    except Terminated as exc:
+        logger.error("interrupted by signal %d: stopped; nothing incomplete was committed", exc.signum)
+        return ExitCode.SIGNAL_BASE + exc.signum
+    except Exception as exc:  # the one place an unexpected error becomes exit 1
+        logger.error("unexpected error: %s: %s — run with -v for details and report it",
+                     type(exc).__name__, redact(str(exc)))
+        logger.debug("exception details", exc_info=True)
+        return ExitCode.UNEXPECTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,72 @@
+"""``afbackup list`` and ``afbackup show``: the catalog, newest first. No private key needed."""
+
+from __future__ import annotations
+
+import click
+
+from afbackup.catalog import list_backups, resolve_backup
+from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.config.units import format_bytes
+from afbackup.manifest import iso
+from afbackup.storage import open_store
+
+
+@click.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also show failed and incomplete attempts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def list_command(app: AppContext, show_all: bool, as_json: bool) -> int:
+    """List backups, newest first (complete ones only, unless --all)."""
+    store = open_store(app.settings().config.storage)
+    records = list_backups(store, include_incomplete=show_all)
+    if as_json:
+        emit_json([record.summary() for record in records])
+        return 0
+    if not records:
+        emit(f"no backups in {store.describe()}")
+        return 0
+    emit(f"{'BACKUP ID':<24} {'STATE':<10} {'FINISHED':<24} {'SIZE':>10}  AIRFLOW  ROWS")
+    for record in records:
+        s = record.summary()
+        size = format_bytes(s["size"]) if "size" in s else "-"
+        pin = " (pinned)" if record.pinned else ""
+        emit(f"{record.backup_id:<24} {record.state:<10} {s.get('finished_at') or '-':<24} {size:>10}  "
+             f"{s.get('airflow') or '-':<8} {s.get('rows', '-')}{pin}"
+             + (f"  {record.detail}" if record.detail and record.state != "complete" else ""))
+    return 0
+
+
+@click.command()
+@click.argument("backup_ref", metavar="BACKUP", default="latest")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@pass_app
+def show(app: AppContext, backup_ref: str, as_json: bool) -> int:
+    """Show the manifest of one backup (an id or `latest`). It contains no secrets."""
+    store = open_store(app.settings().config.storage)
+    record = resolve_backup(store, backup_ref)
+    manifest = record.manifest
+    doc = manifest.model_dump(mode="json", by_alias=True)
+    if as_json:
+        emit_json(doc)
+        return 0
+    emit(f"backup     {manifest.backup_id}  ({manifest.status})")
+    emit(f"started    {iso(manifest.started_at)}   finished {iso(manifest.finished_at)}")
+    emit(f"airflow    {manifest.airflow.get('cli_version') or '?'} (schema {manifest.airflow.get('schema_revision')},"
+         f" Airflow {manifest.airflow.get('major')}.x)")
+    emit(f"postgres   server {manifest.postgres.get('server_version')}, {manifest.postgres.get('pg_dump_version')}")
+    emit(f"archive    {manifest.archive.key}  {format_bytes(manifest.archive.size)}  sha256 {manifest.archive.sha256}")
+    emit(f"encrypted  to {', '.join(manifest.encryption.get('recipients', []))}"
+         f"; signed by {manifest.encryption.get('signer') or '-'}")
+    if manifest.exports is not None:
+        emit("exports    " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.exports.items())))
+    not_captured = doc.get("not_captured") or {}
+    missing = {k: v for k, v in not_captured.items() if v}
+    if missing:
+        emit(f"NOT captured: {missing}")
+    emit("tables (rows):")
+    for table, count in sorted(manifest.row_counts.items()):
+        emit(f"  {table:<40} {count:>12}")
+    schema_only = manifest.scope.get("schema_only_tables", [])
+    if schema_only:
+        emit(f"schema only: {', '.join(schema_only)}")
+    return 0

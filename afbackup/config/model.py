@@ -1,0 +1,204 @@
+"""The configuration schema: one frozen model per TOML section.
+
+Every key documented in docs/configuration.md is a field here; unknown keys and
+invalid values are rejected (exit 3). Secrets never live in these values: they
+come from files, commands, or the client chains (PGPASSFILE, AWS, kubeconfig).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from afbackup.config.units import ByteSize, Duration
+
+_FPR = re.compile(r"^[0-9A-F]{40}$")
+S3_MAX_PARTS = 10_000
+S3_MIN_PART = 5 * 2**20
+
+
+def _fingerprint(value: str) -> str:
+    cleaned = value.replace(" ", "").upper()
+    if not _FPR.match(cleaned):
+        raise ValueError(f"{value!r} is not a full 40-hex OpenPGP fingerprint (short key ids are refused)")
+    return cleaned
+
+
+Fingerprint = Annotated[str, AfterValidator(_fingerprint)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DatabaseConfig(Section):
+    dsn: str = ""
+    password_file: str = ""
+    exclude_data: tuple[str, ...] = ("log", "xcom", "_airflow_deleted__*")
+    include: tuple[str, ...] = ()
+    lock_wait_timeout: Duration = 60.0
+    airflow_schema: str = Field("", alias="schema")
+    pg_bin_dir: str = ""
+    connect_timeout: Duration = 10.0
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, dsn: str) -> str:
+        if not dsn:
+            return dsn
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            params = conninfo_to_dict(dsn)
+        except Exception as exc:  # psycopg raises ProgrammingError with a readable message
+            raise ValueError(f"not a valid PostgreSQL connection string: {exc}") from None
+        if params.get("password"):
+            raise ValueError("contains a password; use database.password_file, PGPASSWORD or PGPASSFILE")
+        return dsn
+
+
+class KubernetesConfig(Section):
+    namespace: str = "airflow"
+    target: str = "deployment/airflow-scheduler"
+    container: str = "scheduler"
+    context: str = ""
+    kubeconfig: str = ""
+
+    @field_validator("target")
+    @classmethod
+    def _target_form(cls, target: str) -> str:
+        kinds = ("deployment/", "statefulset/", "pod/", "selector:")
+        if not target.startswith(kinds) or target.endswith(("/", ":")):
+            raise ValueError("use deployment/NAME, statefulset/NAME, pod/NAME or selector:KEY=VALUE[,…]")
+        return target
+
+
+class AirflowConfig(Section):
+    executor: Literal["kubernetes", "local", "none"] = "local"
+    command: tuple[str, ...] = ("airflow",)
+    python: tuple[str, ...] = ()
+    tmp_dir: str = "/dev/shm"
+    timeout: Duration = 600.0
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, command: tuple[str, ...]) -> tuple[str, ...]:
+        if not command:
+            raise ValueError("must name the Airflow CLI, e.g. [\"airflow\"]")
+        return command
+
+
+class StorageConfig(Section):
+    url: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    object_lock_mode: Literal["", "GOVERNANCE", "COMPLIANCE"] = ""
+    object_lock_days: int = Field(0, ge=0)
+    part_size: ByteSize = 16 * 2**20
+    upload_concurrency: int = Field(2, ge=1, le=16)
+    max_object_size: ByteSize = 0
+    request_checksum_calculation: Literal["when_supported", "when_required"] = "when_supported"
+    response_checksum_validation: Literal["when_supported", "when_required"] = "when_supported"
+    retries: int = Field(5, ge=0, le=20)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if url and not url.startswith(("s3://", "file://")):
+            raise ValueError("use s3://BUCKET/PREFIX or file:///ABSOLUTE/PATH")
+        if url.startswith("s3://") and len(url) <= len("s3://"):
+            raise ValueError("names no bucket")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> "StorageConfig":
+        if self.part_size < S3_MIN_PART:
+            raise ValueError(f"storage.part_size must be at least {S3_MIN_PART} bytes (5 MiB, the S3 minimum)")
+        if self.max_object_size and self.max_object_size > self.part_size * S3_MAX_PARTS:
+            raise ValueError(
+                "storage.max_object_size needs more than 10,000 parts of storage.part_size; "
+                "raise part_size to at least max_object_size / 10000"
+            )
+        if bool(self.object_lock_mode) != bool(self.object_lock_days):
+            raise ValueError("set storage.object_lock_mode and storage.object_lock_days together")
+        return self
+
+
+class EncryptionConfig(Section):
+    recipients: tuple[Fingerprint, ...] = ()
+    gnupghome: str = ""
+    sign_with: Fingerprint | Literal[""] = ""
+    trusted_signers: tuple[Fingerprint, ...] = ()
+    require_signature: bool | None = None
+    passphrase_file: str = ""
+    passphrase_command: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_passphrase_source(self) -> "EncryptionConfig":
+        if self.passphrase_file and self.passphrase_command:
+            raise ValueError("set only one of encryption.passphrase_file and encryption.passphrase_command")
+        return self
+
+    @property
+    def signatures_required(self) -> bool:
+        """Manifests must carry a trusted signature (default: when trusted_signers is set)."""
+        if self.require_signature is None:
+            return bool(self.trusted_signers)
+        return self.require_signature
+
+
+class RetentionConfig(Section):
+    keep_last: int | None = Field(None, ge=0)
+    keep_hourly: int | None = Field(None, ge=0)
+    keep_daily: int | None = Field(None, ge=0)
+    keep_weekly: int | None = Field(None, ge=0)
+    keep_monthly: int | None = Field(None, ge=0)
+    keep_yearly: int | None = Field(None, ge=0)
+    min_keep: int = Field(3, ge=1)
+    incomplete_after: Duration = 24 * 3600.0
+
+
+class NotifyConfig(Section):
+    slack_webhook_url_file: str = ""
+    slack_on_success: bool = False
+    pushgateway_url: str = ""
+    pushgateway_job: str = "afbackup"
+    timeout: Duration = 10.0
+
+
+class BackupConfig(Section):
+    compression_level: int = Field(3, ge=1, le=19)
+    compression_threads: int = Field(0, ge=0, le=64)
+    lock_ttl: Duration = 1800.0
+    name: str = "airflow"
+
+
+class RestoreConfig(Section):
+    spool_dir: str = ""
+    jobs: int = Field(2, ge=1, le=32)
+
+
+class DrillConfig(Section):
+    scratch_dsn: str = ""
+    rto_target: Duration = 0.0
+    rpo_target: Duration = 0.0
+
+
+class CheckConfig(Section):
+    max_age: Duration = 26 * 3600.0
+
+
+class Config(Section):
+    database: DatabaseConfig = DatabaseConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    storage: StorageConfig = StorageConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
+    retention: RetentionConfig = RetentionConfig()
+    notify: NotifyConfig = NotifyConfig()
+    backup: BackupConfig = BackupConfig()
+    restore: RestoreConfig = RestoreConfig()
+    drill: DrillConfig = DrillConfig()
+    check: CheckConfig = CheckConfig()

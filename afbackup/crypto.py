@@ -1,0 +1,223 @@
+"""OpenPGP through python-gnupg: key preflight, streaming encrypt/decrypt, manifest signatures.
+
+Rules from FIELD_NOTES/RELIABILITY section F, all enforced here:
+- recipients and signers are full 40-hex fingerprints, trusted explicitly
+  (``--trust-model always`` for pinned recipients; signers checked against
+  ``trusted_signers``), never by keyring trust;
+- a gpg call succeeds only if ``result.ok`` and ``returncode == 0`` (and, for
+  decryption, the status is "decryption ok"); ``on_data_failure`` is checked;
+- payloads are never buffered: ``on_data`` returns False and hands chunks to
+  a bounded queue;
+- gpg does not compress again (``--compress-algo none``): zstd already did.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import gnupg
+
+from afbackup.config.model import EncryptionConfig
+from afbackup.errors import ConfigError, CryptoError
+from afbackup.procs import run_checked
+from afbackup.streams import Cancelled, ChunkQueue
+
+logger = logging.getLogger(__name__)
+
+GPG_BUFFER = 1 << 20
+QUEUE_CHUNKS = 8
+COMMON_OPTIONS = ["--no-auto-key-retrieve", "--no-emit-version"]
+UNUSABLE_VALIDITY = {"r": "revoked", "e": "expired", "i": "invalid", "d": "disabled"}
+
+
+def _check_library() -> None:
+    """The PyPI package ``gnupg`` installs the same import name; only python-gnupg works here."""
+    if not hasattr(gnupg, "__version__") or not hasattr(gnupg.GPG, "encrypt_file"):
+        raise ConfigError("the installed `gnupg` module is not python-gnupg", hint="pip install python-gnupg")
+
+
+def _stderr_tail(result) -> str:
+    lines = [line for line in (getattr(result, "stderr", "") or "").splitlines() if not line.startswith("[GNUPG:]")]
+    return " | ".join(lines[-4:])[-400:]
+
+
+class Gpg:
+    """One keyring (GNUPGHOME) and the passphrase source of its secret keys."""
+
+    def __init__(self, cfg: EncryptionConfig) -> None:
+        _check_library()
+        self.cfg = cfg
+        self.home = cfg.gnupghome or None
+        if self.home and not Path(self.home).is_dir():
+            raise CryptoError(f"encryption.gnupghome {self.home} is not a directory",
+                              hint="create it (mode 0700) and import the keys")
+        self._passphrase: str | None = None
+        self._passphrase_loaded = False
+
+    def new_context(self) -> gnupg.GPG:
+        """A fresh python-gnupg instance: one per operation, so per-call hooks never cross."""
+        try:
+            ctx = gnupg.GPG(gnupghome=self.home, options=list(COMMON_OPTIONS))
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"cannot run gpg: {exc}", hint="install GnuPG >= 2.1") from None
+        ctx.buffer_size = GPG_BUFFER
+        ctx.encoding = "utf-8"
+        return ctx
+
+    def passphrase(self) -> str | None:
+        """The passphrase of the signing/decryption key, read once from a file or command."""
+        if not self._passphrase_loaded:
+            self._passphrase_loaded = True
+            if self.cfg.passphrase_file:
+                try:
+                    self._passphrase = Path(self.cfg.passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise CryptoError(f"cannot read encryption.passphrase_file: {exc.strerror}") from None
+            elif self.cfg.passphrase_command:
+                out = run_checked(self.cfg.passphrase_command, stage="passphrase", error=CryptoError, timeout=60)
+                self._passphrase = out.rstrip("\r\n")
+        return self._passphrase
+
+    def check_recipients(self, fingerprints: Sequence[str]) -> None:
+        """Every recipient key is present, valid and can encrypt (exit 7 otherwise)."""
+        if not fingerprints:
+            raise ConfigError("encryption.recipients is empty", hint="list the full fingerprints of the backup keys")
+        keys = {key["fingerprint"]: key for key in self.new_context().list_keys()}
+        for fpr in fingerprints:
+            key = keys.get(fpr)
+            if key is None:
+                raise CryptoError(f"recipient key {fpr} is not in the keyring {self.home or '(default)'}",
+                                  hint="import its public key (gpg --import) or fix encryption.recipients")
+            _check_usable(key, fpr, capability="E", purpose="encryption")
+
+    def check_signer(self, fingerprint: str) -> None:
+        keys = {key["fingerprint"]: key for key in self.new_context().list_keys(secret=True)}
+        if fingerprint not in keys:
+            raise CryptoError(f"signing key {fingerprint} has no secret key in the keyring",
+                              hint="import the signing key or fix encryption.sign_with")
+        public = {key["fingerprint"]: key for key in self.new_context().list_keys()}
+        _check_usable(public.get(fingerprint, keys[fingerprint]), fingerprint, capability="S", purpose="signing")
+
+    def sign_detached(self, data: bytes, fingerprint: str) -> bytes:
+        result = self.new_context().sign(
+            data, keyid=fingerprint, detach=True, binary=True, passphrase=self.passphrase(),
+        )
+        if not result or result.returncode != 0 or not result.data:
+            raise CryptoError(f"signing the manifest with {fingerprint} failed: {_stderr_tail(result)}",
+                              hint="check the key and encryption.passphrase_file")
+        return result.data
+
+    def verify_detached(self, data: bytes, signature: bytes, trusted: Sequence[str], what: str) -> str:
+        """Check a detached signature; return the signer's fingerprint if it is trusted."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="afbackup-sig-") as sig_file:
+            sig_file.write(signature)
+            sig_file.flush()
+            result = self.new_context().verify_data(sig_file.name, data)
+        signer = (getattr(result, "pubkey_fingerprint", None) or getattr(result, "fingerprint", None) or "").upper()
+        if not result.valid or result.returncode != 0:
+            raise CryptoError(f"the signature of {what} is not valid ({result.status or 'no valid signature'})",
+                              hint="the manifest was altered or signed by an unknown key")
+        if signer not in trusted:
+            raise CryptoError(f"{what} is signed by {signer}, which is not in encryption.trusted_signers",
+                              hint="add the fingerprint only if you trust that key")
+        return signer
+
+
+def _check_usable(key: dict, fpr: str, *, capability: str, purpose: str) -> None:
+    validity = key.get("trust", "")
+    if validity in UNUSABLE_VALIDITY:
+        raise CryptoError(f"key {fpr} is {UNUSABLE_VALIDITY[validity]}", hint="use a valid key")
+    if capability not in key.get("cap", ""):
+        raise CryptoError(f"key {fpr} has no usable {purpose} (sub)key (expired or missing)",
+                          hint=f"renew or add a {purpose} subkey")
+
+
+class GpgStream:
+    """gpg in a thread: input pulled from a reader, output chunks on a bounded queue.
+
+    The consumer reads ``self.output`` until None, then calls ``check()``, which
+    raises if gpg, the input reader or the output hand-off failed.
+    """
+
+    def __init__(self, gpg: Gpg, source, cancel: threading.Event, *, mode: str, recipients=()) -> None:
+        self.output = ChunkQueue(QUEUE_CHUNKS, cancel)
+        self._ctx = gpg.new_context()
+        self._ctx.on_data = self._on_data
+        self._results: list = []
+        make_result = self._ctx.result_map["crypt"]
+
+        def capture(ctx):  # keep the result object: python-gnupg drops it when the input fails
+            result = make_result(ctx)
+            self._results.append(result)
+            return result
+
+        self._ctx.result_map = {**self._ctx.result_map, "crypt": capture}
+        self._gpg, self._source, self._mode, self._recipients = gpg, source, mode, list(recipients)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"gpg-{mode}", daemon=True)
+        self._thread.start()
+
+    def _on_data(self, chunk: bytes) -> bool:
+        if chunk:
+            self.output.put(chunk)  # raises Cancelled when the pipeline stops: recorded by python-gnupg
+        return False
+
+    def _run(self) -> None:
+        extra = ["--compress-algo", "none"]
+        try:
+            if self._mode == "encrypt":
+                self._ctx.encrypt_file(self._source, self._recipients, armor=False, always_trust=True,
+                                       extra_args=extra)
+            else:
+                self._ctx.decrypt_file(self._source, passphrase=self._gpg.passphrase(), always_trust=True,
+                                       extra_args=extra)
+        except BaseException as exc:  # handed to the consumer through check()
+            self.error = exc
+        finally:
+            self.output.close()
+
+    def check(self) -> None:
+        """Raise the first failure: the input's own error, else gpg's, else the hand-off's."""
+        failure = self.verdict()
+        if failure is not None:
+            raise failure
+
+    def verdict(self) -> BaseException | None:
+        """Join the gpg thread and say what failed, if anything."""
+        self._thread.join()
+        if self.error is not None and not isinstance(self.error, (BrokenPipeError, Cancelled)):
+            return self.error
+        result = self.result
+        if result is None or not result.ok or result.returncode != 0:
+            return self._gpg_error(result)
+        if self._mode == "decrypt" and result.status != "decryption ok":
+            return self._gpg_error(result)
+        failure = getattr(result, "on_data_failure", None)
+        if failure is not None and not isinstance(failure, Cancelled):
+            return failure
+        return None
+
+    @property
+    def result(self):
+        return self._results[-1] if self._results else None
+
+    @property
+    def key_problem(self) -> bool:
+        """gpg could not use a key at all (missing secret key, bad passphrase): not a damaged object."""
+        status = (getattr(self.result, "status", "") or "").lower()
+        return any(word in status for word in ("secret key", "passphrase"))
+
+    def _gpg_error(self, result) -> CryptoError:
+        status = getattr(result, "status", None) or "no status"
+        what = "encryption" if self._mode == "encrypt" else "decryption"
+        hint = "check the recipient keys" if self._mode == "encrypt" else \
+            "the private key of a recipient must be in encryption.gnupghome (with its passphrase)"
+        return CryptoError(f"gpg {what} failed ({status}): {_stderr_tail(result)}", hint=hint, stage="gpg")
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
