@@ -34,7 +34,7 @@ from afbackup.preflight import SourcePlan, plan_source
 from afbackup.procs import ChildProcess, child_env
 from afbackup.progress import Progress
 from afbackup.sources.airflow import AirflowAgent, AirflowExports, check_export_counts, export_all, resolve_python
-from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv
+from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv, pg_dump_hint
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore, Retention
 
@@ -132,7 +132,8 @@ def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, dict[str
     stream = BackupStream(run.gpg, cfg.encryption.recipients, level=cfg.backup.compression_level,
                           threads=threads, on_bytes=run.progress.advance)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
-    snapshot = Snapshot(connect(plan.dsn, plan.password, cfg.database.connect_timeout, autocommit=False))
+    snapshot = Snapshot(connect(plan.dsn, plan.password, cfg.database.connect_timeout, autocommit=False),
+                        cfg.database.lock_wait_timeout)
     inner: dict[str, Any] = {}
     try:
         exports = pool.submit(export_all, run.agent, cfg.airflow.tmp_dir) if run.agent else None
@@ -141,7 +142,7 @@ def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, dict[str
                             lock_wait_timeout=cfg.database.lock_wait_timeout, snapshot=snapshot.snapshot_id)
         env = child_env({"PGPASSWORD": plan.password} if plan.password else {})
         run.progress.stage("backup: dump → zstd → gpg → upload")
-        with ChildProcess(argv, stage="pg_dump", env=env) as dump:
+        with ChildProcess(argv, stage="pg_dump", env=env, hint_for=pg_dump_hint) as dump:
             _widen_pipe(dump.stdout)
             chunks = _archive_chunks(run, dump, counts, exports, lock, inner)
             outcome = stream.upload(chunks, run.store, mf.key_of(run.backup_id, mf.ARCHIVE_NAME), run.retention)

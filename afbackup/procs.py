@@ -91,10 +91,12 @@ class ChildProcess:
         stdout: int | None = subprocess.PIPE,
         error: type[AfbackupError] = SourceError,
         on_stderr_line: Callable[[str], None] | None = None,
+        hint_for: Callable[[str], str] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.stage = stage
         self._error = error
+        self._hint_for = hint_for
         try:
             self.proc = subprocess.Popen(
                 self.argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=dict(env) if env else None
@@ -139,7 +141,9 @@ class ChildProcess:
         code = self.proc.returncode if code is None else code
         if code != 0:
             reason = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
-            raise self._error(f"{os.path.basename(self.argv[0])} {reason}: {self.stderr.text()}", stage=self.stage)
+            tail = self.stderr.text()
+            hint = self._hint_for(tail) if self._hint_for else ""
+            raise self._error(f"{os.path.basename(self.argv[0])} {reason}: {tail}", stage=self.stage, hint=hint)
 
     def _close_pipes(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):

@@ -61,6 +61,11 @@ def _register() -> None:
 _register()
 
 
+def _interrupted(exc: Terminated) -> int:
+    logger.error("interrupted by signal %d: stopped; nothing incomplete was committed", exc.signum)
+    return ExitCode.SIGNAL_BASE + exc.signum
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with the documented code."""
     sys.exit(run(argv))
@@ -71,7 +76,9 @@ def run(argv: list[str] | None = None) -> int:
     try:
         code = cli.main(args=argv, prog_name="afbackup", standalone_mode=False)
         return int(code or 0)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Terminated):  # click turns KeyboardInterrupt into Abort
+            return _interrupted(exc.__cause__)
         click.echo("Aborted.", err=True)
         return ExitCode.USAGE
     except click.ClickException as exc:
@@ -82,8 +89,7 @@ def run(argv: list[str] | None = None) -> int:
         logger.debug("exception details", exc_info=True)
         return int(exc.exit_code)
     except Terminated as exc:
-        logger.error("interrupted by signal %d: stopped; nothing incomplete was committed", exc.signum)
-        return ExitCode.SIGNAL_BASE + exc.signum
+        return _interrupted(exc)
     except Exception as exc:  # the one place an unexpected error becomes exit 1
         logger.error("unexpected error: %s: %s — run with -v for details and report it",
                      type(exc).__name__, redact(str(exc)))

@@ -11,13 +11,13 @@ import dataclasses
 import logging
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import psycopg
 from psycopg import sql
 
 from afbackup.config.model import DatabaseConfig
-from afbackup.errors import ConfigError, PreflightError, SourceError
+from afbackup.errors import ConfigError, PreflightError
 from afbackup.procs import find_program, run_checked
 from afbackup.sources.scope import Scope
 
@@ -132,14 +132,20 @@ ORDER BY 1, 2
 
 
 class Snapshot:
-    """A REPEATABLE READ transaction whose snapshot pg_dump imports (``--snapshot``)."""
+    """A REPEATABLE READ transaction whose snapshot pg_dump imports (``--snapshot``).
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    Its queries wait for table locks no longer than pg_dump does
+    (``lock_timeout``), and ``close()`` cancels a query still running in
+    another thread, so a failed backup never hangs on a lock.
+    """
+
+    def __init__(self, conn: psycopg.Connection, lock_wait_timeout: float) -> None:
         self.conn = conn
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         self.snapshot_id: str = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_wait_timeout * 1000)}ms")))
 
     def count_rows(self, schema: str, tables: Sequence[str]) -> dict[str, int]:
         """Exact row counts in the exported snapshot, one statement for all tables."""
@@ -156,9 +162,10 @@ class Snapshot:
 
     def close(self) -> None:
         try:
-            self.conn.rollback()
-        finally:
-            self.conn.close()
+            self.conn.cancel_safe(timeout=5)
+        except (psycopg.Error, AttributeError):
+            pass
+        self.conn.close()
 
 
 def pg_dump_argv(
@@ -189,6 +196,21 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
+def pg_dump_hint(stderr: str) -> str:
+    """What to do about the usual pg_dump failures."""
+    text = stderr.lower()
+    if "lock table" in text and "timeout" in text:
+        return ("another session holds a lock on that table (DDL or `airflow db migrate`?); "
+                "retry later or raise database.lock_wait_timeout")
+    if "permission denied" in text:
+        return "grant the backup role SELECT on the Airflow schema (see deploy/postgres/roles.sql)"
+    if "password authentication failed" in text or "no password supplied" in text:
+        return "check database.password_file / PGPASSWORD"
+    if "server version" in text and "aborting because of server version mismatch" in text:
+        return "install a pg_dump at least as new as the server (database.pg_bin_dir)"
+    return ""
+
+
 def check_dump_version(pg_dump: ToolVersion, server_major: int) -> None:
     """pg_dump must be at least the server's major version (FIELD_NOTES, pg_dump)."""
     if pg_dump.major < server_major:
@@ -197,15 +219,3 @@ def check_dump_version(pg_dump: ToolVersion, server_major: int) -> None:
             hint=f"install the PostgreSQL {server_major} client or set database.pg_bin_dir",
         )
 
-
-def iter_chunks(stream, size: int) -> Iterator[bytes]:
-    """Read a pipe in chunks of up to ``size`` bytes until EOF."""
-    while True:
-        chunk = stream.read(size)
-        if not chunk:
-            return
-        yield chunk
-
-
-def dump_error(message: str) -> SourceError:
-    return SourceError(message, stage="pg_dump")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ AIRFLOW_VERSIONS = {"2": "2.11.2", "3": "3.3.2"}
 DAGS = Path(__file__).parent / "dags"
 SEED_SCRIPT = Path(__file__).parent / "seed_airflow.py"
 
-CANARY_PASSWORD = "CANARY-pw-3b9f1e07a2c4d8"  # must never appear on local disk or in logs
+# Must never appear on local disk or in logs. Random per process, so not even this source file holds it.
+CANARY_PASSWORD = "CANARY-" + secrets.token_hex(12)
 VARIABLES = {
     "plain": "hello",
     "json_string": '"hello"',
@@ -96,10 +98,11 @@ class AirflowInstance:
     def migrate(self) -> None:
         self.cli("db", "migrate")
 
-    def run_batch(self, commands: list[list[str]]) -> None:
-        """Run many CLI commands in one interpreter (Airflow starts once)."""
-        done = subprocess.run([self.python, str(SEED_SCRIPT), json.dumps({"commands": commands})],
-                              capture_output=True, text=True, env=self.env())
+    def run_batch(self, commands: list[list[str]], connections: list[dict] | None = None) -> None:
+        """Run many CLI commands in one interpreter (Airflow starts once); create ``connections`` via the ORM."""
+        spec = json.dumps({"commands": commands, "connections": connections or []})
+        done = subprocess.run([self.python, str(SEED_SCRIPT)], input=spec, capture_output=True, text=True,
+                              env=self.env())
         if done.returncode != 0:
             raise RuntimeError(f"seeding Airflow {self.version} failed: {done.stderr[-3000:]}")
 
@@ -109,9 +112,6 @@ class AirflowInstance:
         commands += [
             ["pools", "set", "etl", "4", "ETL pool"],
             ["pools", "set", "reporting", "2", "Reporting pool"],
-            ["connections", "add", "canary_db", "--conn-type", "postgres", "--conn-host", "db.internal",
-             "--conn-login", "svc", "--conn-password", CANARY_PASSWORD, "--conn-port", "5432",
-             "--conn-extra", '{"sslmode":"require","options":"-c search_path=x"}'],
             ["connections", "add", "http_api", "--conn-uri", "https://user:api-token-77@api.example.com:8443/v1"],
             ["connections", "add", "no_secret", "--conn-type", "http", "--conn-host", "example.org"],
         ]
@@ -121,4 +121,7 @@ class AirflowInstance:
         for day in runs:
             commands.append(["dags", "test", "sample_etl", day])
         commands.append(["dags", "test", "reporting", runs[0]])
-        self.run_batch(commands)
+        canary = {"conn_id": "canary_db", "conn_type": "postgres", "host": "db.internal", "login": "svc",
+                  "password": CANARY_PASSWORD, "port": 5432,
+                  "extra": '{"sslmode":"require","options":"-c search_path=x"}'}
+        self.run_batch(commands, connections=[canary])

@@ -1,0 +1,135 @@
+"""``make bench``: afbackup against the seed script and the pg_dump floor, on a generated >= 1 GB Airflow 3 DB.
+
+Prints wall time, peak RSS (afbackup's own process, and its whole process
+tree) and archive size, the ratios, and whether each target of issue #2 is
+met; then repeats afbackup on a database three times larger to show that its
+memory stays flat. Results also go to bench/results/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench import scenarios
+from afbackup.config.units import parse_size
+from bench.airflow_data import populate
+from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
+from tests.harness.env import Environment
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _prepare_db(env: Environment, name: str, size: int) -> tuple[AirflowInstance, str]:
+    env.pg.create_database(name)
+    airflow = AirflowInstance(AIRFLOW_VERSIONS["3"], env.workdir / f"home-{name}", env.pg.sqlalchemy_url(name))
+    airflow.migrate()
+    started = time.monotonic()
+    counts = populate(env.pg.dsn(name), size)
+    airflow.run_batch([["pools", "set", "etl", "8", "ETL"]] +
+                      [["variables", "set", f"var_{i}", json.dumps({"i": i})] for i in range(20)],
+                      connections=[{"conn_id": f"conn_{i}", "conn_type": "postgres", "host": "db", "login": "u",
+                                    "password": f"pw-{i}"} for i in range(20)])
+    print(f"  {name}: {counts['database_bytes'] / 2**30:.2f} GiB, {counts['rows'].get('task_instance')} task instances "
+          f"({time.monotonic() - started:.0f}s)", flush=True)
+    return airflow, name
+
+
+def _config(env: Environment, airflow: AirflowInstance, db: str, bucket: str) -> Path:
+    cfg = env.config(db, airflow=airflow, bucket=bucket, sign=False)
+    cfg["storage"].pop("part_size")
+    return env.write_config(cfg, f"bench-{db}.toml")
+
+
+def _scope_flags(env, airflow, config: Path) -> list[str]:
+    plan = json.loads(scenarios.afbackup(env, airflow, config, "backup", "--dry-run", "--json",
+                                         name="dry run").stdout)
+    return [f"--schema={plan['schema']}"] + [f"--exclude-table-data={plan['schema']}.{t}"
+                                              for t in plan["schema_only_tables"]]
+
+
+def _archive_size(measurement) -> int:
+    return json.loads(measurement.stdout)["size"]
+
+
+def run(size: int, triple: bool) -> dict:
+    report: dict = {"size_bytes": size, "date": dt.datetime.now(dt.timezone.utc).isoformat()}
+    with Environment(min_part_size=None) as env:
+        awscli = scenarios_awscli()
+        print("generating the benchmark databases …", flush=True)
+        airflow, db = _prepare_db(env, "bench1x", size)
+        bucket = env.bucket("bench")
+        config = _config(env, airflow, db, bucket)
+        seed = scenarios.seed_script(env, airflow, db, bucket, awscli, env.workdir)
+        floor = scenarios.pg_dump_floor(env, db, _scope_flags(env, airflow, config))
+        ours = scenarios.afbackup(env, airflow, config, "backup", "--json")
+        report["backup"] = {
+            "seed": {"seconds": seed.seconds, "archive": json.loads(seed.stdout)["archive_size"]},
+            "floor": {"seconds": floor.seconds},
+            "afbackup": {"seconds": ours.seconds, "archive": _archive_size(ours), "own_rss": ours.own_peak_rss,
+                         "tree_rss": ours.tree_peak_rss},
+        }
+        if triple:
+            airflow3, db3 = _prepare_db(env, "bench3x", 3 * size)
+            big = scenarios.afbackup(env, airflow3, _config(env, airflow3, db3, bucket), "backup", "--json")
+            report["backup"]["afbackup_3x"] = {"seconds": big.seconds, "archive": _archive_size(big),
+                                               "own_rss": big.own_peak_rss, "tree_rss": big.tree_peak_rss}
+    return report
+
+
+def scenarios_awscli() -> str:
+    """The aws CLI from its own venv (installed by `make awscli`)."""
+    path = Path(__file__).resolve().parents[1] / ".cache" / "venvs" / "awscli" / "bin" / "aws"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `make awscli`")
+    return str(path)
+
+
+def print_report(report: dict) -> bool:
+    b = report["backup"]
+    seed, floor, ours = b["seed"], b["floor"], b["afbackup"]
+    mib = 2**20
+    print("\n== backup ==")
+    print(f"{'':24}{'wall s':>9}{'archive MiB':>13}{'own RSS MiB':>13}{'tree RSS MiB':>14}")
+    print(f"{'seed script':24}{seed['seconds']:9.2f}{seed['archive'] / mib:13.1f}{'':>13}{'':>14}")
+    print(f"{'pg_dump -Z0 floor':24}{floor['seconds']:9.2f}")
+    print(f"{'afbackup backup':24}{ours['seconds']:9.2f}{ours['archive'] / mib:13.1f}"
+          f"{ours['own_rss'] / mib:13.1f}{ours['tree_rss'] / mib:14.1f}")
+    checks = [
+        ("wall ≤ 1/3 of the seed script", ours["seconds"] / seed["seconds"], ours["seconds"] <= seed["seconds"] / 3),
+        ("wall ≤ 1.5 × the pg_dump floor", ours["seconds"] / floor["seconds"], ours["seconds"] <= 1.5 * floor["seconds"]),
+        ("archive ≤ the seed script's", ours["archive"] / seed["archive"], ours["archive"] <= seed["archive"]),
+        ("own peak RSS ≤ 200 MB", ours["own_rss"] / 1e6, ours["own_rss"] <= 200e6),
+    ]
+    if "afbackup_3x" in b:
+        big = b["afbackup_3x"]
+        change = big["own_rss"] / ours["own_rss"] - 1
+        print(f"{'afbackup backup, DB ×3':24}{big['seconds']:9.2f}{big['archive'] / mib:13.1f}"
+              f"{big['own_rss'] / mib:13.1f}{big['tree_rss'] / mib:14.1f}")
+        checks.append(("own peak RSS flat (±20 %) at 3× size", change, abs(change) <= 0.20))
+    print()
+    for label, value, ok in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value:.3f}")
+    return all(ok for _, _, ok in checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1GiB", help="size of the generated database (default 1GiB)")
+    parser.add_argument("--no-triple", action="store_true", help="skip the 3× database")
+    args = parser.parse_args(argv)
+    report = run(parse_size(args.size), not args.no_triple)
+    ok = print_report(report)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{dt.datetime.now():%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""``make demo``: the main job on embedded defaults, start to finish, then everything is stopped.
+
+A throwaway PostgreSQL, a real Airflow 3 metadata DB (``airflow db migrate``
+plus DAG runs, task instances, connections, variables and pools), a local S3
+endpoint (moto on loopback) and fresh GPG keys; then ``afbackup backup``,
+``list`` and ``show``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.harness.env import Environment
+
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+def step(text: str) -> None:
+    print(f"\n{BOLD}==> {text}{RESET}", flush=True)
+
+
+def afbackup(env: Environment, config, *args: str, airflow=None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would; its log lines (stderr) are shown as they come."""
+    print(f"{DIM}$ afbackup {' '.join(args)}{RESET}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "afbackup", "--config", str(config), *args], stdout=subprocess.PIPE,
+                          text=True, env=env.afbackup_env(airflow), cwd=str(env.workdir))
+    if done.returncode != 0:
+        raise SystemExit(f"afbackup {args[0]} failed with exit code {done.returncode}")
+    return done
+
+
+def main() -> int:
+    started = time.monotonic()
+    step("starting a throwaway PostgreSQL, a local S3 endpoint (moto) and fresh GPG keys")
+    with Environment() as env:
+        print(f"PostgreSQL on 127.0.0.1:{env.pg.port}, S3 at {env.s3.endpoint}")
+        print(f"backup key {env.keys.fingerprints['backup']}, signing key {env.keys.fingerprints['signer']}")
+        step("creating a real Airflow 3 metadata DB (airflow db migrate, DAG runs, connections, variables, pools)")
+        airflow, db = env.airflow("3", name="airflow")
+        counts = {table: env.pg.execute(db, f"SELECT count(*) FROM {table}")[0][0]
+                  for table in ("dag_run", "task_instance", "connection", "variable", "slot_pool")}
+        print(f"Airflow {airflow.version}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+        config = env.write_config(env.config(db, airflow=airflow, bucket=env.bucket("airflow-backups")),
+                                  "config.toml")
+        step(f"configuration ({config})")
+        print(config.read_text())
+
+        step("afbackup backup")
+        clock = time.monotonic()
+        backup_id = afbackup(env, config, "backup", airflow=airflow).stdout.strip()
+        seconds = time.monotonic() - clock
+        step("afbackup list")
+        print(afbackup(env, config, "list").stdout)
+        step(f"afbackup show {backup_id}")
+        shown = afbackup(env, config, "show", backup_id).stdout
+        print(shown)
+        manifest = json.loads(afbackup(env, config, "show", backup_id, "--json").stdout)
+
+        step("what happened")
+        print(f"backup id   {backup_id}")
+        print(f"stored      {manifest['objects'][0]['size']:,} bytes, encrypted to {len(manifest['encryption']['recipients'])}"
+              f" key(s), manifest signed by {manifest['encryption']['signer']}")
+        print(f"took        {seconds:.1f}s")
+        print(f"exports     {manifest['exports']}")
+        rows = manifest["scope"]["row_counts"]
+        print("rows        " + ", ".join(f"{t} {rows[t]}" for t in sorted(rows) if rows[t]))
+        step("stopping everything the demo started")
+    print(f"done in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
