@@ -40,8 +40,10 @@ def _check_library() -> None:
 
 
 def _stderr_tail(result) -> str:
-    lines = [line for line in (getattr(result, "stderr", "") or "").splitlines() if not line.startswith("[GNUPG:]")]
-    return " | ".join(lines[-4:])[-400:]
+    """gpg's own complaint, without status lines and key-description chatter."""
+    lines = [line for line in (getattr(result, "stderr", "") or "").splitlines()
+             if not line.startswith("[GNUPG:]") and "encrypted with" not in line and not line.strip().startswith('"')]
+    return " | ".join(lines[-2:])[-300:]
 
 
 class Gpg:
@@ -208,9 +210,16 @@ class GpgStream:
 
     @property
     def key_problem(self) -> bool:
-        """gpg could not use a key at all (missing secret key, bad passphrase): not a damaged object."""
+        """gpg could not use a key at all (missing secret key, bad passphrase): not a damaged object.
+
+        python-gnupg's final ``status`` may already say "decryption failed", so gpg's own
+        status lines are read too.
+        """
         status = (getattr(self.result, "status", "") or "").lower()
-        return any(word in status for word in ("secret key", "passphrase"))
+        stderr = getattr(self.result, "stderr", "") or ""
+        return any(word in status for word in ("secret key", "passphrase")) or any(
+            f"[GNUPG:] {code}" in stderr
+            for code in ("BAD_PASSPHRASE", "MISSING_PASSPHRASE", "NO_SECKEY", "ERROR pkdecrypt_failed"))
 
     def _gpg_error(self, result) -> CryptoError:
         status = getattr(result, "status", None) or "no status"

@@ -15,7 +15,7 @@ import json
 import secrets
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from afbackup.errors import IntegrityError
 
@@ -89,6 +89,12 @@ class Manifest(Model):
     postgres: dict[str, Any]
     encryption: dict[str, Any]
     exports: dict[str, Any] | None = None
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The manifest exactly as stored (for comparisons and display)."""
+        return self._raw
 
     @property
     def archive(self) -> ObjectInfo:
@@ -107,6 +113,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     try:
         doc = json.loads(data)
         manifest = Manifest.model_validate(doc)
+        manifest._raw = doc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{where} is not valid JSON: {exc}", hint="the manifest is damaged") from None
     except ValidationError as exc:

@@ -72,11 +72,14 @@ class ChunkReader:
         self._on_eof = on_eof
         self._buffer = bytearray()
         self._done = False
+        self._error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self._error is not None:  # sticky: a failed stream never looks like a clean end later
+            raise self._error
         while not self._done and (size < 0 or len(self._buffer) < size):
             chunk = self._next()
             if chunk is None:
@@ -95,7 +98,11 @@ class ChunkReader:
         self._done = True
         if self._on_eof:
             on_eof, self._on_eof = self._on_eof, None
-            on_eof()
+            try:
+                on_eof()
+            except BaseException as exc:
+                self._error = exc
+                raise
 
     def close(self) -> None:
         pass

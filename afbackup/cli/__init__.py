@@ -14,7 +14,7 @@ import sys
 import click
 
 import afbackup
-from afbackup.cli.context import AppContext
+from afbackup.cli.context import AppContext, ReportedFailure
 from afbackup.errors import AfbackupError, ExitCode
 from afbackup.log import configure_logging, redact
 
@@ -50,9 +50,11 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: int, l
 
 
 def _register() -> None:
-    from afbackup.cli import backup, catalog, config_cmd
+    from afbackup.cli import backup, catalog, config_cmd, restore, verify
 
     cli.add_command(backup.backup)
+    cli.add_command(verify.verify)
+    cli.add_command(restore.restore)
     cli.add_command(catalog.list_command)
     cli.add_command(catalog.show)
     cli.add_command(config_cmd.config)
@@ -84,6 +86,9 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return ExitCode.USAGE
+    except ReportedFailure as exc:
+        logger.error(redact(str(exc)))
+        return exc.exit_code
     except AfbackupError as exc:
         logger.error(redact(exc.one_line()))
         logger.debug("exception details", exc_info=True)

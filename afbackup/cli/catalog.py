@@ -45,7 +45,7 @@ def show(app: AppContext, backup_ref: str, as_json: bool) -> int:
     store = open_store(app.settings().config.storage)
     record = resolve_backup(store, backup_ref)
     manifest = record.manifest
-    doc = manifest.model_dump(mode="json", by_alias=True)
+    doc = manifest.raw
     if as_json:
         emit_json(doc)
         return 0

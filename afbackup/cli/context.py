@@ -26,6 +26,19 @@ class AppContext:
         return self._settings
 
 
+    def fail(self, message: str, exit_code: int) -> None:
+        """End a command that already printed its report: the error line, then the exit code."""
+        raise ReportedFailure(message, exit_code)
+
+
+class ReportedFailure(Exception):
+    """A command printed its own report and fails with ``exit_code`` (mapped in ``afbackup.cli``)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 pass_app = click.make_pass_decorator(AppContext)
 
 

@@ -94,9 +94,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", hint="pass --config or set AFBACKUP_CONFIG") from None
-    except PermissionError:
-        raise ConfigError(f"config file {path} is not readable", hint="check its permissions") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path} is not readable: {exc.strerror}",
+                          hint="check the path and its permissions") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
@@ -149,14 +150,26 @@ def _set(data: dict[str, Any], key: str, value: Any) -> None:
 
 def _config_error(exc: ValidationError, sources: Mapping[str, str]) -> ConfigError:
     first = exc.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    origin = sources.get(key, "")
-    where = f" (from {origin})" if origin else f" (env {env_name(key)})" if key else ""
+    unknown = first["type"] == "extra_forbidden"
+    key = ".".join(str(p) for p in first["loc"]) if unknown else _error_key(first["loc"])
+    message = "unknown key" if unknown else first["msg"].removeprefix("Value error, ")
+    origin = sources.get(key) or next((src for k, src in sources.items() if k.startswith(key + ".")), "")
+    origin = origin or next((src for src in sources.values() if src.startswith("file ")), "")
+    where = f" (from {origin})" if origin else ""
     more = f"; and {len(exc.errors()) - 1} more problem(s)" if len(exc.errors()) > 1 else ""
     return ConfigError(f"invalid configuration: {key or 'config'}: {message}{where}{more}")
+
+
+def _error_key(loc: tuple) -> str:
+    """The config key an error is about: pydantic adds list indexes and union/validator tags to the path."""
+    known = {key for key, _ in iter_keys()}
+    sections = {key.rsplit(".", 1)[0] for key in known}
+    parts = [str(part) for part in loc if isinstance(part, str)]
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in known or candidate in sections:
+            return candidate
+    return ".".join(parts)
 
 
 def is_secret_key(key: str) -> bool:

@@ -33,8 +33,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _no_password(dsn: str) -> str:
+    """A libpq DSN without a password (secrets are never plain config values)."""
+    if not dsn:
+        return dsn
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg raises ProgrammingError with a readable message
+        raise ValueError(f"not a valid PostgreSQL connection string: {exc}") from None
+    if params.get("password"):
+        raise ValueError("contains a password; use a password file, PGPASSWORD or PGPASSFILE")
+    return dsn
+
+
+PasswordlessDsn = Annotated[str, AfterValidator(_no_password)]
+
+
 class DatabaseConfig(Section):
-    dsn: str = ""
+    dsn: PasswordlessDsn = ""
     password_file: str = ""
     exclude_data: tuple[str, ...] = ("log", "xcom", "_airflow_deleted__*")
     include: tuple[str, ...] = ()
@@ -42,21 +60,6 @@ class DatabaseConfig(Section):
     airflow_schema: str = Field("", alias="schema")
     pg_bin_dir: str = ""
     connect_timeout: Duration = 10.0
-
-    @field_validator("dsn")
-    @classmethod
-    def _no_password_in_dsn(cls, dsn: str) -> str:
-        if not dsn:
-            return dsn
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            params = conninfo_to_dict(dsn)
-        except Exception as exc:  # psycopg raises ProgrammingError with a readable message
-            raise ValueError(f"not a valid PostgreSQL connection string: {exc}") from None
-        if params.get("password"):
-            raise ValueError("contains a password; use database.password_file, PGPASSWORD or PGPASSFILE")
-        return dsn
 
 
 class KubernetesConfig(Section):
@@ -107,7 +110,7 @@ class StorageConfig(Section):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, url: str) -> str:
-        if url and not url.startswith(("s3://", "file://")):
+        if url and not url.startswith(("s3://", "file:///")):
             raise ValueError("use s3://BUCKET/PREFIX or file:///ABSOLUTE/PATH")
         if url.startswith("s3://") and len(url) <= len("s3://"):
             raise ValueError("names no bucket")
@@ -179,10 +182,12 @@ class BackupConfig(Section):
 class RestoreConfig(Section):
     spool_dir: str = ""
     jobs: int = Field(2, ge=1, le=32)
+    password_file: str = ""
+    airflow_db: Literal["target", "own"] = "target"
 
 
 class DrillConfig(Section):
-    scratch_dsn: str = ""
+    scratch_dsn: PasswordlessDsn = ""
     rto_target: Duration = 0.0
     rpo_target: Duration = 0.0
 

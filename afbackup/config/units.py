@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -29,8 +30,8 @@ def parse_duration(value: object) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration; use e.g. 60s, 5m, 26h or 7d")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("a duration must be a finite, non-negative number")
     return seconds
 
 
@@ -52,11 +53,11 @@ def parse_size(value: object) -> int:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration: 93600 -> '26h'."""
+    """The shortest exact spelling of a duration: 93600 -> '26h', 1.5 -> '1.5s'."""
     for unit, factor in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= factor and seconds % factor == 0:
             return f"{int(seconds // factor)}{unit}"
-    return f"{seconds:g}s"
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds!r}s"
 
 
 def format_bytes(size: float) -> str:

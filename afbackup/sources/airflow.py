@@ -114,8 +114,9 @@ class AirflowAgent:
     def info(self) -> dict:
         return self.call([{"op": "info"}], stage="airflow info")[0]
 
-    def cli(self, *argv: str, stage: str = "airflow") -> dict:
-        return self.call([{"op": "cli", "argv": list(argv)}], stage=stage)[0]
+    def cli(self, *argv: str, env: Mapping[str, str] | None = None, stage: str = "airflow") -> dict:
+        """Run one Airflow CLI command in the agent; returns its exit code and captured stdout."""
+        return self.call([{"op": "cli", "argv": list(argv)}], env=env, stage=stage)[0]
 
 
 def _parse_reply(stdout: bytes) -> dict | None:

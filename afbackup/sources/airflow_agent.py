@@ -118,7 +118,7 @@ def op_info(request):
     import airflow
     from airflow.configuration import conf
 
-    keys = [key.strip() for key in (conf.get("core", "fernet_key", fallback="") or "").split(",") if key.strip()]
+    keys = _fernet_keys()
     env = os.environ
     return {
         "airflow_version": airflow.__version__,
@@ -146,8 +146,6 @@ def _exact_variables():
 
 def op_export(request):
     """Export connections, variables and pools through the CLI into a private tmpfs dir."""
-    from airflow.configuration import conf
-
     files = {}
     with _private_dir(request.get("tmp_dir") or "/dev/shm") as workdir:
         for kind, name in EXPORTS:
@@ -160,10 +158,173 @@ def op_export(request):
             os.unlink(path)
     result = {"files": files, "variables_exact": _exact_variables()}
     if request.get("include_fernet_keys"):
-        result["fernet_keys"] = [
-            key.strip() for key in (conf.get("core", "fernet_key", fallback="") or "").split(",") if key.strip()
-        ]
+        result["fernet_keys"] = _fernet_keys()
     return result
+
+
+def _reset_fernet():
+    """Forget the cached Fernet object (3.x: functools.cache; 2.x: a module global)."""
+    from airflow.models import crypto
+
+    if hasattr(crypto.get_fernet, "cache_clear"):
+        crypto.get_fernet.cache_clear()
+    if hasattr(crypto, "_fernet"):
+        crypto._fernet = None
+
+
+def _fernet_keys():
+    from airflow.configuration import conf
+
+    return [key.strip() for key in (conf.get("core", "fernet_key", fallback="") or "").split(",") if key.strip()]
+
+
+def op_schema(request):
+    """The alembic head this Airflow ships, and whether it knows ``revision`` (older) or not (newer)."""
+    from airflow.utils import db
+
+    script = db._get_script_object()
+    revision = request.get("revision") or ""
+    try:
+        known = bool(revision) and script.get_revision(revision) is not None
+    except Exception:
+        known = False
+    return {"head": script.get_current_head(), "known": known}
+
+
+def _read_secrets():
+    """Decrypt every connection and variable; report what cannot be decrypted with the current keys.
+
+    Raw columns, not ORM objects: Airflow 3 decrypts a connection while loading it,
+    so one undecryptable row would abort the whole query.
+    """
+    from sqlalchemy import text
+
+    from airflow.models.crypto import get_fernet
+    from airflow.utils.session import create_session
+
+    fernet = get_fernet()
+
+    def plain(value, encrypted):
+        return fernet.decrypt(value.encode("utf-8")).decode("utf-8") if value is not None and encrypted else value
+
+    connections, variables, broken = {}, {}, {"connections": [], "variables": []}
+    with create_session() as session:
+        rows = session.execute(text("SELECT conn_id, password, is_encrypted, extra, is_extra_encrypted FROM connection"))
+        for conn_id, password, password_encrypted, extra, extra_encrypted in rows:
+            try:
+                connections[conn_id] = {"password": plain(password, password_encrypted),
+                                        "extra": plain(extra, extra_encrypted)}
+            except Exception:
+                broken["connections"].append(conn_id)
+        for key, value, encrypted in session.execute(text("SELECT key, val, is_encrypted FROM variable")):
+            try:
+                variables[key] = plain(value, encrypted)
+            except Exception:
+                broken["variables"].append(key)
+    return connections, variables, broken
+
+
+def _read_pools():
+    from sqlalchemy import select
+
+    from airflow.models import Pool
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {pool.pool: {"slots": pool.slots, "description": pool.description}
+                for pool in session.scalars(select(Pool))}
+
+
+def op_secrets_check(request):
+    """Which connections/variables fail to decrypt, and which connections/variables/pools differ from
+    the expected values (names only: values never leave this process)."""
+    connections, variables, broken = _read_secrets()
+    expected = request.get("expected") or {}
+    pools = _read_pools()
+    differ = {"connections": [], "variables": [], "pools": []}
+    for name, item in (expected.get("pools") or {}).items():
+        got = pools.get(name)
+        if got is None or got["slots"] != item.get("slots") or (got["description"] or "") != (
+                item.get("description") or ""):
+            differ["pools"].append(name)
+    for conn_id, fields in (expected.get("connections") or {}).items():
+        got = connections.get(conn_id)
+        if got is None or got["password"] != fields.get("password") or (got["extra"] or None) != (
+                fields.get("extra") or None):
+            differ["connections"].append(conn_id)
+    for key, value in (expected.get("variables") or {}).items():
+        if variables.get(key) != value:
+            differ["variables"].append(key)
+    return {"undecryptable": broken, "differ": differ,
+            "counts": {"connections": len(connections) + len(broken["connections"]),
+                       "variables": len(variables) + len(broken["variables"]), "pools": len(pools)}}
+
+
+def _use_fernet_keys(keys):
+    """Make ``keys`` Airflow's fernet_key. The environment variable wins over every other source."""
+    from airflow.configuration import conf
+
+    os.environ["AIRFLOW__CORE__FERNET_KEY"] = ",".join(keys)
+    conf.set("core", "fernet_key", ",".join(keys))
+    _reset_fernet()
+
+
+def op_fernet_reencrypt(request):
+    """Re-encrypt every encrypted value under this Airflow's key, decrypting with the source keys."""
+    target = _fernet_keys()
+    if not target:
+        raise RuntimeError("the target Airflow has no [core] fernet_key; set one before restoring")
+    saved = os.environ.get("AIRFLOW__CORE__FERNET_KEY")
+    _use_fernet_keys(target + [key for key in request["source_keys"] if key not in target])
+    try:
+        code, _ = _run_cli(["rotate-fernet-key"])
+    finally:
+        if saved is None:
+            os.environ.pop("AIRFLOW__CORE__FERNET_KEY", None)
+        _use_fernet_keys(target)
+    if code != 0:
+        raise RuntimeError("airflow rotate-fernet-key exited with %s" % code)
+    return {"keys_used": len(target) + len(request["source_keys"])}
+
+
+def op_fernet_repair(request):
+    """Check every secret decrypts under this Airflow's key; if not, re-encrypt with the source keys; check again.
+
+    One agent run instead of three: Airflow's start-up is the expensive part.
+    """
+    before = op_secrets_check(request)
+    broken = before["undecryptable"]
+    result = {"before": before, "reencrypted": False}
+    if (broken["connections"] or broken["variables"]) and request.get("source_keys"):
+        op_fernet_reencrypt(request)
+        result["reencrypted"] = True
+    result["after"] = op_secrets_check(request) if result["reencrypted"] else before
+    return result
+
+
+def op_import(request):
+    """Import connections and pools with the CLI (overwrite), variables exactly through the ORM."""
+    from airflow.models import Variable
+
+    done = {}
+    with _private_dir(request.get("tmp_dir") or "/dev/shm") as workdir:
+        for kind, argv_tail in (("connections", ["--overwrite"]), ("pools", [])):
+            text = request.get(kind)
+            if text is None:
+                continue
+            path = os.path.join(workdir, kind + ".json")
+            with open(path, "w") as fh:
+                fh.write(text)
+            code, _ = _run_cli([kind, "import", path] + argv_tail)
+            os.unlink(path)
+            if code != 0:
+                raise RuntimeError("airflow %s import exited with %s" % (kind, code))
+            done[kind] = True
+    for key, item in (request.get("variables") or {}).items():
+        Variable.set(key, item["val"], description=item.get("description"), serialize_json=False)
+    if request.get("variables") is not None:
+        done["variables"] = True
+    return done
 
 
 def op_cli(request):
@@ -171,7 +332,10 @@ def op_cli(request):
     return {"exit_code": code, "stdout": out}
 
 
-OPERATIONS = {"info": op_info, "export": op_export, "cli": op_cli}
+OPERATIONS = {
+    "info": op_info, "export": op_export, "cli": op_cli, "schema": op_schema, "secrets_check": op_secrets_check,
+    "fernet_reencrypt": op_fernet_reencrypt, "fernet_repair": op_fernet_repair, "import": op_import,
+}
 
 
 def main():

@@ -45,13 +45,18 @@ def tool_version(name: str, bin_dir: str = "") -> ToolVersion:
 
 
 def read_password(db: DatabaseConfig) -> str | None:
-    """The password from ``password_file``, or None (libpq then uses PGPASSWORD/PGPASSFILE)."""
-    if not db.password_file:
+    """The password from ``database.password_file``, or None (libpq then uses PGPASSWORD/PGPASSFILE)."""
+    return password_from_file(db.password_file, "database.password_file")
+
+
+def password_from_file(path: str, key: str) -> str | None:
+    """A password kept in a file (trailing newline ignored); None when ``path`` is empty."""
+    if not path:
         return None
     try:
-        return Path(db.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        raise ConfigError(f"cannot read database.password_file {db.password_file}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {key} {path}: {exc.strerror}") from None
 
 
 def connect(dsn: str, password: str | None, timeout: float, *, autocommit: bool = True) -> psycopg.Connection:

@@ -21,7 +21,7 @@ EXPORT_TABLES = {"connections": "connection", "variables": "variable", "pools": 
 
 
 def _backup(env, airflow, db, *args, **sections):
-    cfg = env.config(db, airflow=airflow, **sections)
+    cfg = env.config(db, airflow=airflow, private_keys=False, **sections)  # the backup pod holds no private key
     path = env.write_config(cfg)
     done = env.afbackup(path, "backup", "--json", *args, airflow=airflow)
     assert done.returncode == 0, done.stderr

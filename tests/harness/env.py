@@ -90,15 +90,21 @@ class Environment:
         return self.s3.create_bucket(name or self.unique("backups-"), object_lock=object_lock)
 
     def config(self, db: str, *, bucket: str | None = None, url: str | None = None,
-               airflow: AirflowInstance | None = None, sign: bool = True, **sections: Any) -> dict[str, Any]:
-        """A config dict (TOML-shaped) for backing up ``db``; ``sections`` override keys per table."""
+               airflow: AirflowInstance | None = None, sign: bool = True, private_keys: bool = True,
+               **sections: Any) -> dict[str, Any]:
+        """A config dict (TOML-shaped) for backing up ``db``; ``sections`` override keys per table.
+
+        ``private_keys`` gives the operator's keyring (can decrypt: verify/restore); without it, the
+        backup pod's keyring (recipients' public keys and the signing key only).
+        """
         assert self.backup_keys and self.keys
         cfg: dict[str, Any] = {
             "database": {"dsn": self.pg.dsn(db)},
             "airflow": {"executor": "local", "command": [airflow.airflow]} if airflow else {"executor": "none"},
             "storage": {"url": url or f"s3://{bucket or self.bucket()}/airflow", "endpoint_url": self.s3.endpoint,
                         "region": "us-east-1", "part_size": "5MiB"},
-            "encryption": {"recipients": [self.keys.fingerprints["backup"]], "gnupghome": str(self.backup_keys.home),
+            "encryption": {"recipients": [self.keys.fingerprints["backup"]],
+                           "gnupghome": str((self.keys if private_keys else self.backup_keys).home),
                            "sign_with": self.keys.fingerprints["signer"] if sign else "",
                            "trusted_signers": [self.keys.fingerprints["signer"]] if sign else []},
         }

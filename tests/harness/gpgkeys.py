@@ -44,7 +44,9 @@ class KeyRing:
 def new_home(base: str | None = None) -> Path:
     home = Path(tempfile.mkdtemp(prefix="g", dir=base or "/tmp"))
     os.chmod(home, 0o700)
-    (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n")
+    # s2k-count: a low key-protection work factor, or generating a passphrase-protected test key takes seconds.
+    (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n"
+                                         "s2k-count 65536\n")
     return home
 
 

@@ -1,0 +1,134 @@
+"""Restore preflight: everything checked, and the plan decided, before anything is downloaded or touched."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+from afbackup import manifest as mf
+from afbackup.config.model import Config
+from afbackup.errors import ConfigError, PreflightError, UsageError
+from afbackup.executors import open_executor
+from afbackup.restore import airflow_steps, target
+from afbackup.sources.airflow import AirflowAgent, resolve_python
+from afbackup.sources.postgres import ToolVersion, password_from_file, tool_version
+
+logger = logging.getLogger(__name__)
+
+ALL_PARTS = frozenset({"db", "connections", "variables", "pools"})
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+    backup: str = "latest"
+    target_dsn: str = ""
+    parts: frozenset[str] = ALL_PARTS
+    clean: bool = False
+    yes: bool = False
+    dry_run: bool = False
+    pause_dags: bool = False
+    migrate: bool = False
+    jobs: int | None = None
+
+
+@dataclasses.dataclass
+class RestoreContext:
+    cfg: Config
+    manifest: mf.Manifest
+    options: RestoreOptions
+    password: str | None = dataclasses.field(repr=False)
+    state: target.TargetState
+    pg_restore: ToolVersion | None
+    agent: AirflowAgent | None
+    airflow_env: dict[str, str] = dataclasses.field(repr=False)
+    schema_action: str  # same | migrate | unchecked
+    jobs: int
+    destructive: str  # the confirmation question, "" when nothing is destroyed
+
+
+def parse_parts(text: str | None) -> frozenset[str]:
+    if not text:
+        return ALL_PARTS
+    parts = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = parts - ALL_PARTS
+    if unknown or not parts:
+        raise UsageError(f"--only takes a comma list of {', '.join(sorted(ALL_PARTS))}; got {text!r}")
+    return parts
+
+
+def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions) -> RestoreContext:
+    if not options.target_dsn:
+        raise UsageError("--target-dsn is required: the database to restore into")
+    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    schema = manifest.postgres["schema"]
+    state = target.inspect_target(options.target_dsn, password, schema, cfg.database.connect_timeout)
+    pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
+    destructive = _destructive(state, options) if "db" in options.parts else ""
+    agent = _agent(cfg, options)
+    env = airflow_steps.target_env(options.target_dsn, password, cfg.restore.airflow_db) if agent else {}
+    action = "unchecked"
+    if agent is not None and "db" in options.parts:
+        action = airflow_steps.check_schema(agent, env, manifest.airflow.get("schema_revision") or "",
+                                            migrate=options.migrate)
+    elif "db" in options.parts:
+        logger.warning("no executor configured: the target's Airflow version is not checked; run "
+                       "`airflow db check-migrations` before starting Airflow on the restored database")
+    jobs = options.jobs or cfg.restore.jobs
+    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, env, action, jobs, destructive)
+
+
+def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:
+    tool = tool_version("pg_restore", cfg.database.pg_bin_dir)
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", manifest.postgres.get("pg_dump_version", ""))
+    dumped_by = int(match.group(1)) if match else 0
+    if tool.major < dumped_by:
+        raise PreflightError(f"{tool.path} is version {tool.major}, older than the pg_dump {dumped_by} that made "
+                             f"this backup", hint=f"install the PostgreSQL {dumped_by} client (database.pg_bin_dir)")
+    return tool
+
+
+def _destructive(state: target.TargetState, options: RestoreOptions) -> str:
+    if not state.tables:
+        return ""
+    if not options.clean:
+        raise PreflightError(
+            f"target database {state.dbname} on {state.server} is not empty ({state.tables} tables)",
+            hint="restore into a new database, or pass --clean to drop its Airflow schema first")
+    return (f"This DROPS the Airflow schema of {state.dbname} on {state.server} ({state.tables} tables) "
+            "and replaces it with the backup. Continue?")
+
+
+def _agent(cfg: Config, options: RestoreOptions) -> AirflowAgent | None:
+    executor = open_executor(cfg.airflow)
+    if executor is None:
+        if "db" not in options.parts:
+            raise ConfigError("--only connections/variables/pools needs an executor",
+                              hint="set [airflow] executor to local or kubernetes")
+        return None
+    return AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
+
+
+def describe_plan(ctx: RestoreContext) -> list[str]:
+    """What the restore will do, in order (printed by ``--dry-run``)."""
+    opts, state, m = ctx.options, ctx.state, ctx.manifest
+    lines = [f"restore backup {m.backup_id} (finished {mf.iso(m.finished_at)}, Airflow "
+             f"{m.airflow.get('cli_version') or m.airflow.get('schema_release')}) into {state.dbname} on {state.server}",
+             f"download and check {m.archive.key} ({m.archive.size} bytes) before touching the target"]
+    if "db" in opts.parts:
+        if not state.exists:
+            lines.append(f"create database {state.dbname}")
+        elif state.tables:
+            lines.append(f"DROP schema {m.postgres['schema']} of {state.dbname} ({state.tables} tables) (--clean)")
+        lines.append(f"pg_restore {len(m.row_counts)} tables with {sum(m.row_counts.values())} rows "
+                     f"({ctx.jobs} job(s)), then compare row counts and sequences")
+        if opts.pause_dags:
+            lines.append("pause every DAG")
+        lines.append({"same": "target Airflow schema matches the backup",
+                      "migrate": "run airflow db migrate (--migrate)",
+                      "unchecked": "target Airflow not checked (no executor)"}[ctx.schema_action])
+        if ctx.agent is not None:
+            lines.append("check every connection/variable decrypts with the target's Fernet key; re-encrypt if not")
+    else:
+        lines.append("import " + ", ".join(sorted(opts.parts)) + " through the executor (overwrite), then check")
+    return lines

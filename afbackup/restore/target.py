@@ -1,0 +1,136 @@
+"""The target database: inspect it, prepare it (create, or clean with consent), load the dump.
+
+A full restore goes into an empty database: created from ``template0`` when
+missing; a non-empty one is only used with ``--clean``, which drops the
+Airflow schema (CASCADE) first. pg_restore stops on the first error
+(``--exit-on-error``; ``--single-transaction`` when ``jobs == 1``, so a
+failure leaves nothing behind), restores without owners and ACLs (objects
+belong to the restoring role), and skips the ``CREATE SCHEMA`` of a schema
+that already exists (``public`` in every new database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import subprocess
+from pathlib import Path
+
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from afbackup.errors import ConfigError, PreflightError, RestoreError
+from afbackup.procs import child_env, run_checked
+from afbackup.sources.postgres import connect
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetState:
+    dsn: str
+    dbname: str
+    server: str
+    exists: bool
+    schema_exists: bool
+    tables: int  # tables in the Airflow schema
+    other_tables: int  # tables in other non-system schemas
+
+    @property
+    def empty(self) -> bool:
+        return not self.tables
+
+
+def describe_server(dsn: str) -> str:
+    params = conninfo_to_dict(dsn)
+    return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+
+
+def maintenance_dsn(dsn: str) -> str:
+    return make_conninfo(dsn, dbname="postgres")
+
+
+def inspect_target(dsn: str, password: str | None, schema: str, timeout: float) -> TargetState:
+    dbname = conninfo_to_dict(dsn).get("dbname") or ""
+    if not dbname or dbname in ("postgres", "template0", "template1"):
+        raise ConfigError(f"--target-dsn names database {dbname or '(none)'!r}",
+                          hint="name the database to restore into, e.g. postgresql://user@host/airflow_restored")
+    with connect(maintenance_dsn(dsn), password, timeout) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+    if not exists:
+        return TargetState(dsn, dbname, describe_server(dsn), False, False, 0, 0)
+    with connect(dsn, password, timeout) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, count(c.oid) FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid"
+            " AND c.relkind IN ('r', 'p') WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+            " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%' GROUP BY 1").fetchall()
+    counts = dict(rows)
+    return TargetState(dsn, dbname, describe_server(dsn), True, schema in counts, counts.get(schema, 0),
+                       sum(n for name, n in counts.items() if name != schema))
+
+
+def prepare_target(state: TargetState, password: str | None, schema: str, timeout: float) -> bool:
+    """Create the database, or drop the Airflow schema of a non-empty one. Returns True if created."""
+    if not state.exists:
+        with connect(maintenance_dsn(state.dsn), password, timeout) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(state.dbname)))
+        logger.info("created database %s on %s", state.dbname, state.server)
+        return True
+    if state.tables:
+        with connect(state.dsn, password, timeout) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        logger.warning("dropped schema %s of %s (%d tables) on %s (--clean)", schema, state.dbname, state.tables,
+                       state.server)
+    return False
+
+
+def drop_database(state: TargetState, password: str | None, timeout: float) -> None:
+    with connect(maintenance_dsn(state.dsn), password, timeout) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(state.dbname)))
+
+
+def schema_exists(dsn: str, password: str | None, schema: str, timeout: float) -> bool:
+    with connect(dsn, password, timeout) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+
+
+def read_toc(pg_restore: str, dump: Path) -> str:
+    """``pg_restore --list``: proves this pg_restore can read the dump, before the target is touched."""
+    return run_checked([pg_restore, "--list", str(dump)], stage="pg_restore --list", timeout=600,
+                       error=PreflightError)
+
+
+def write_toc(toc: str, schema: str, skip_schema: bool, path: Path) -> Path:
+    """The restore list: the whole dump, minus ``CREATE SCHEMA`` of a schema the target already has."""
+    pattern = re.compile(rf"^\d+; \d+ \d+ (SCHEMA - |COMMENT - SCHEMA ){re.escape(schema)} ")
+    lines = [(";" + line) if skip_schema and pattern.match(line) else line for line in toc.splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_pg_restore(pg_restore: str, dsn: str, password: str | None, dump: Path, toc: Path, jobs: int) -> None:
+    argv = [pg_restore, f"--dbname={dsn}", "--no-owner", "--no-acl", "--exit-on-error", "--no-password",
+            f"--use-list={toc}"]
+    argv += ["--single-transaction"] if jobs <= 1 else [f"--jobs={jobs}"]
+    env = child_env({"PGPASSWORD": password} if password else {})
+    done = subprocess.run(argv + [str(dump)], capture_output=True, env=env)
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip()[-600:]
+        raise RestoreError(f"pg_restore exited with {done.returncode}: {tail}", stage="pg_restore")
+
+
+def load_dump(pg_restore: str, dsn: str, password: str | None, dump: Path, toc: str, workdir: Path,
+              schema: str, jobs: int, timeout: float) -> None:
+    """pg_restore the whole dump (``toc`` from ``read_toc``) into ``dsn``, skipping CREATE SCHEMA if it exists."""
+    exists = schema_exists(dsn, password, schema, timeout)
+    run_pg_restore(pg_restore, dsn, password, dump, write_toc(toc, schema, exists, workdir / "restore.list"), jobs)
+
+
+def pause_dags(dsn: str, password: str | None, schema: str, timeout: float) -> list[str]:
+    """Pause every DAG; return the ids that were active (so the operator can unpause them deliberately)."""
+    with connect(dsn, password, timeout) as conn:
+        rows = conn.execute(sql.SQL("UPDATE {}.dag SET is_paused = true WHERE NOT is_paused RETURNING dag_id")
+                            .format(sql.Identifier(schema))).fetchall()
+    return sorted(row[0] for row in rows)
+

@@ -1,0 +1,143 @@
+"""Reading a stored backup back: trust the manifest, then stream and check the archive.
+
+Order of trust: the manifest's signature (when present or required) is
+checked first; the manifest then pins the stored object's size and SHA-256
+and every member's size and SHA-256. While the archive streams, the dump goes
+to the caller's sinks (a spool file, ``pg_restore --list``) and the small
+members are kept in memory; nothing is *acted on* before ``read_archive``
+returned, i.e. before every checksum, gpg's verdict and the member list
+matched the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Callable, Protocol
+
+from afbackup import manifest as mf
+from afbackup.archive import DUMP_BASENAME, TarReader
+from afbackup.catalog import BackupRecord, resolve_backup
+from afbackup.config.model import EncryptionConfig
+from afbackup.crypto import Gpg
+from afbackup.errors import AfbackupError, CryptoError, IntegrityError
+from afbackup.pipeline import RestoreStream
+from afbackup.storage.base import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+SMALL_MEMBER_LIMIT = 256 << 20
+# Fields that differ between the stored manifest and its copy inside the archive.
+OUTER_ONLY = {"status", "finished_at", "objects"}
+
+
+class DumpSink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclasses.dataclass
+class ArchiveContents:
+    members: dict[str, bytes]  # every member except the dump parts
+    dump_size: int
+
+    def json(self, name: str) -> dict:
+        return json.loads(self.members[name])
+
+
+def trusted_manifest(store: ObjectStore, ref: str, gpg: Gpg, cfg: EncryptionConfig) -> BackupRecord:
+    """Resolve ``ref`` and check the manifest's signature against ``trusted_signers``."""
+    record = resolve_backup(store, ref)
+    sig_key = mf.key_of(record.backup_id, mf.SIGNATURE_NAME)
+    manifest_key = mf.key_of(record.backup_id, mf.MANIFEST_NAME)
+    has_signature = store.head(sig_key) is not None
+    if not has_signature:
+        if cfg.signatures_required:
+            raise CryptoError(f"{manifest_key} is not signed, and signatures are required",
+                              hint="only restore backups signed by a key in encryption.trusted_signers")
+        logger.warning("backup %s has no signature; its manifest is trusted as stored", record.backup_id)
+        return record
+    if not cfg.trusted_signers:
+        logger.warning("backup %s is signed but encryption.trusted_signers is empty: signature not checked",
+                       record.backup_id)
+        return record
+    signer = gpg.verify_detached(store.get_bytes(manifest_key), store.get_bytes(sig_key), cfg.trusted_signers,
+                                 manifest_key)
+    logger.info("manifest of %s signed by trusted key %s", record.backup_id, signer)
+    return record
+
+
+def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: list[DumpSink],
+                 on_bytes: Callable[[int], None] | None = None) -> ArchiveContents:
+    """Stream, decrypt, decompress and check the archive; feed dump parts to ``sinks``."""
+    key = mf.key_of(manifest.backup_id, manifest.archive.key)
+    stream = RestoreStream(gpg, store.open_read(key, version_id=manifest.archive.version_id))
+    reader = TarReader(stream.reader)
+    contents = ArchiveContents({}, 0)
+    try:
+        try:
+            _consume(reader, manifest, contents, sinks, on_bytes)
+        except AfbackupError as exc:
+            stream.conclude(manifest.archive.size, manifest.archive.sha256, key, consumer_error=exc)
+            raise
+        stream.conclude(manifest.archive.size, manifest.archive.sha256, key)
+        _check_members(reader, manifest)
+        _check_inner_manifest(contents, manifest)
+        for sink in sinks:
+            sink.finish()
+    except BaseException:
+        stream.abort()
+        for sink in sinks:
+            sink.abort()
+        raise
+    return contents
+
+
+def _consume(reader: TarReader, manifest: mf.Manifest, contents: ArchiveContents, sinks: list[DumpSink],
+             on_bytes: Callable[[int], None] | None) -> None:
+    expected = {m.name for m in manifest.members} | {mf.ARCHIVE_MANIFEST_MEMBER}  # the copy is checked by content
+    next_part = 0
+    for member in reader:
+        if member.name not in expected:
+            raise IntegrityError(f"the archive holds {member.name}, which its manifest does not list")
+        if member.name.startswith(DUMP_BASENAME + "."):
+            if member.name != f"{DUMP_BASENAME}.{next_part:05d}":
+                raise IntegrityError(f"dump part {member.name} is out of order (expected part {next_part})")
+            next_part += 1
+            for chunk in member.chunks():
+                contents.dump_size += len(chunk)
+                for sink in sinks:
+                    sink.write(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+        else:
+            contents.members[member.name] = member.read_all(SMALL_MEMBER_LIMIT)
+
+
+def _check_members(reader: TarReader, manifest: mf.Manifest) -> None:
+    found = {record.name: record for record in reader.records}
+    if mf.ARCHIVE_MANIFEST_MEMBER not in found:
+        raise IntegrityError("the archive holds no copy of its manifest", hint="the backup is incomplete")
+    for member in manifest.members:
+        got = found.get(member.name)
+        if got is None:
+            raise IntegrityError(f"archive member {member.name} is missing", hint="the backup is incomplete")
+        if got.size != member.size or got.sha256 != member.sha256:
+            raise IntegrityError(f"archive member {member.name} does not match its SHA-256/size in the manifest",
+                                 hint="the archive was altered")
+
+
+def _check_inner_manifest(contents: ArchiveContents, manifest: mf.Manifest) -> None:
+    inner = contents.json(mf.ARCHIVE_MANIFEST_MEMBER)
+    outer = manifest.raw
+    for field in set(inner) | set(outer):
+        if field in OUTER_ONLY:
+            continue
+        if json.dumps(inner.get(field), sort_keys=True, default=str) != \
+                json.dumps(outer.get(field), sort_keys=True, default=str):
+            raise IntegrityError(f"the stored manifest and the archive's copy differ in {field!r}",
+                                 hint="the stored manifest was altered")
