@@ -63,3 +63,22 @@ def stored_manifest(env: Environment, bucket: str, backup_id: str, prefix: str =
 
 def bucket_of(cfg: dict) -> str:
     return cfg["storage"]["url"].removeprefix("s3://").split("/")[0]
+
+
+def table_digests(env: Environment, db: str, schema: str = "public") -> dict[str, tuple[int, str]]:
+    """(row count, md5 of every row in a stable order) per table: equal digests mean equal rows."""
+    tables = [row[0] for row in env.pg.execute(db, "SELECT tablename FROM pg_tables WHERE schemaname = %s",
+                                                (schema,))]
+    digests = {}
+    for table in tables:
+        count, digest = env.pg.execute(db, f'SELECT count(*), md5(coalesce(string_agg(t::text, E\'\\n\' '
+                                           f'ORDER BY t::text), \'\')) FROM "{schema}"."{table}" t')[0]
+        digests[table] = (count, digest)
+    return digests
+
+
+def restore_env_for(env: Environment, airflow, db: str):
+    """An Airflow deployment pointed at ``db`` (same version and key as ``airflow``)."""
+    from tests.harness.airflow_env import AirflowInstance
+
+    return AirflowInstance(airflow.version, env.workdir / f"home-{db}", env.pg.sqlalchemy_url(db), airflow.fernet_key)

@@ -261,11 +261,8 @@ def op_secrets_check(request):
 
 
 def _use_fernet_keys(keys):
-    """Make ``keys`` Airflow's fernet_key. The environment variable wins over every other source."""
-    from airflow.configuration import conf
-
+    """Make ``keys`` Airflow's fernet_key: its environment variable wins over every other source."""
     os.environ["AIRFLOW__CORE__FERNET_KEY"] = ",".join(keys)
-    conf.set("core", "fernet_key", ",".join(keys))
     _reset_fernet()
 
 

@@ -19,6 +19,7 @@ VENVS = Path(os.environ.get("AFBACKUP_VENVS", REPO / ".cache" / "venvs"))
 AIRFLOW_VERSIONS = {"2": "2.11.2", "3": "3.3.2"}
 DAGS = Path(__file__).parent / "dags"
 SEED_SCRIPT = Path(__file__).parent / "seed_airflow.py"
+PROBE_SCRIPT = Path(__file__).parent / "airflow_probe.py"
 
 # Must never appear on local disk or in logs. Random per process, so not even this source file holds it.
 CANARY_PASSWORD = "CANARY-" + secrets.token_hex(12)
@@ -94,6 +95,13 @@ class AirflowInstance:
         if check and done.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
         return done
+
+    def probe(self) -> dict:
+        """Connections, variables and pools as this deployment's Airflow reads them (its own API and key)."""
+        done = subprocess.run([self.python, str(PROBE_SCRIPT)], capture_output=True, text=True, env=self.env())
+        if done.returncode != 0:
+            raise RuntimeError(f"probing Airflow {self.version} failed: {done.stderr[-3000:]}")
+        return json.loads(done.stdout)
 
     def migrate(self) -> None:
         self.cli("db", "migrate")
