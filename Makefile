@@ -11,7 +11,9 @@ AIRFLOW2 := 2.11.2
 AIRFLOW3 := 3.3.2
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench install airflow tools awscli lint clean
+PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
+
+.PHONY: demo test bench install airflow tools awscli pushgateway clean
 
 install: $(VENV)/.installed
 
@@ -40,12 +42,18 @@ $(VENVS)/awscli/.installed:
 
 awscli: $(VENVS)/awscli/.installed
 
+# The real Prometheus Pushgateway (Debian's package, unpacked into .cache) for the notification tests.
+$(PUSHGATEWAY):
+	bash tests/harness/install_pushgateway.sh
+
+pushgateway: $(PUSHGATEWAY)
+
 # The main job on embedded defaults: PostgreSQL, S3 (moto), GPG keys and Airflow 3, all local and throwaway.
 demo: install $(VENVS)/airflow-$(AIRFLOW3)/.afbackup-ready
 	$(PY) -m tests.harness.demo
 
 # The whole suite: unit, integration and end-to-end (real PostgreSQL, gpg, S3 over HTTP, Airflow 2.x and 3.x).
-test: install airflow tools awscli
+test: install airflow tools awscli pushgateway
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider -q tests
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.
