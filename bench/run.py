@@ -40,7 +40,7 @@ def _prepare_db(env: Environment, name: str, size: int) -> tuple[AirflowInstance
 
 
 def _config(env: Environment, airflow: AirflowInstance, db: str, bucket: str) -> Path:
-    cfg = env.config(db, airflow=airflow, bucket=bucket, sign=False)
+    cfg = env.config(db, airflow=airflow, bucket=bucket, sign=False, private_keys=False)
     cfg["storage"].pop("part_size")
     return env.write_config(cfg, f"bench-{db}.toml")
 
@@ -73,12 +73,29 @@ def run(size: int, triple: bool) -> dict:
             "afbackup": {"seconds": ours.seconds, "archive": _archive_size(ours), "own_rss": ours.own_peak_rss,
                          "tree_rss": ours.tree_peak_rss},
         }
+        report["restore"] = _restore_bench(env, airflow, db, bucket, json.loads(ours.stdout), awscli,
+                                           _scope_flags(env, airflow, config))
         if triple:
             airflow3, db3 = _prepare_db(env, "bench3x", 3 * size)
             big = scenarios.afbackup(env, airflow3, _config(env, airflow3, db3, bucket), "backup", "--json")
             report["backup"]["afbackup_3x"] = {"seconds": big.seconds, "archive": _archive_size(big),
                                                "own_rss": big.own_peak_rss, "tree_rss": big.tree_peak_rss}
     return report
+
+
+def _restore_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: str, backup: dict, awscli: str,
+                   scope_flags: list[str]) -> dict:
+    """Restore: the pg_restore -j2 floor vs afbackup restore; verify vs raw download+decrypt+decompress."""
+    operator = env.write_config(env.config(db, airflow=airflow, bucket=bucket, sign=False), "bench-restore.toml")
+    floor = scenarios.pg_restore_floor(env, db, scope_flags, env.workdir)
+    ours = scenarios.afbackup(env, airflow, operator, "restore", backup["backup_id"], "--target-dsn",
+                              env.pg.dsn("afbackup_restore"), "--jobs", "2", name="afbackup restore")
+    key = f"airflow/v1/backups/{backup['backup_id']}/archive.tar.zst.gpg"
+    raw = scenarios.raw_download_decrypt(env, bucket, key, awscli)
+    verify = scenarios.afbackup(env, airflow, operator, "verify", backup["backup_id"], name="afbackup verify")
+    return {"floor": {"seconds": floor.seconds}, "afbackup": {"seconds": ours.seconds, "own_rss": ours.own_peak_rss},
+            "raw_download": {"seconds": raw.seconds}, "verify": {"seconds": verify.seconds,
+                                                                  "own_rss": verify.own_peak_rss}}
 
 
 def scenarios_awscli() -> str:
@@ -111,6 +128,18 @@ def print_report(report: dict) -> bool:
         print(f"{'afbackup backup, DB ×3':24}{big['seconds']:9.2f}{big['archive'] / mib:13.1f}"
               f"{big['own_rss'] / mib:13.1f}{big['tree_rss'] / mib:14.1f}")
         checks.append(("own peak RSS flat (±20 %) at 3× size", change, abs(change) <= 0.20))
+    if "restore" in report:
+        r = report["restore"]
+        print("\n== restore and verify ==")
+        print(f"{'pg_restore -j2 floor':24}{r['floor']['seconds']:9.2f}")
+        print(f"{'afbackup restore':24}{r['afbackup']['seconds']:9.2f}   own RSS {r['afbackup']['own_rss'] / mib:.1f} MiB")
+        print(f"{'download+decrypt+zstd':24}{r['raw_download']['seconds']:9.2f}")
+        print(f"{'afbackup verify':24}{r['verify']['seconds']:9.2f}   own RSS {r['verify']['own_rss'] / mib:.1f} MiB")
+        checks.append(("restore ≤ 1.3 × pg_restore -j2", r["afbackup"]["seconds"] / r["floor"]["seconds"],
+                       r["afbackup"]["seconds"] <= 1.3 * r["floor"]["seconds"]))
+        checks.append(("verify ≤ 1.2 × download+decrypt+decompress",
+                       r["verify"]["seconds"] / r["raw_download"]["seconds"],
+                       r["verify"]["seconds"] <= 1.2 * r["raw_download"]["seconds"]))
     print()
     for label, value, ok in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value:.3f}")

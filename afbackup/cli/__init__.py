@@ -51,6 +51,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: int, l
 
 def _register() -> None:
     from afbackup.cli import backup, catalog, config_cmd, restore, verify
+    from afbackup.cli import check as check_cmd
+    from afbackup.cli import prune as prune_cmd
 
     cli.add_command(backup.backup)
     cli.add_command(verify.verify)
@@ -58,6 +60,11 @@ def _register() -> None:
     cli.add_command(catalog.list_command)
     cli.add_command(catalog.show)
     cli.add_command(config_cmd.config)
+    cli.add_command(prune_cmd.prune)
+    cli.add_command(prune_cmd.pin)
+    cli.add_command(prune_cmd.unpin)
+    cli.add_command(prune_cmd.break_lock_command)
+    cli.add_command(check_cmd.check)
 
 
 _register()

@@ -125,17 +125,17 @@ def _partial(ctx: RestoreContext, exc: RestoreError, created: bool) -> RestoreEr
 
 
 def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None:
-    env = ctx.airflow_env
+    where = ctx.airflow
     if "db" in ctx.options.parts:
         if ctx.schema_action == "migrate":
-            airflow_steps.migrate(ctx.agent, env)
+            airflow_steps.migrate(ctx.agent, where)
             report.steps.append("airflow db migrate")
-        report.fernet = airflow_steps.repair_fernet(ctx.agent, env, contents)
+        report.fernet = airflow_steps.repair_fernet(ctx.agent, where, contents)
         what = "re-encrypted under the target's Fernet key" if report.fernet["reencrypted"] else "decrypt"
         report.steps.append(f"every connection and variable {what}, values equal to the backup")
         return
     parts = set(ctx.options.parts) - {"db"}
     if not parts:
         raise ConfigError("nothing to restore")
-    report.imported = airflow_steps.import_parts(ctx.agent, env, contents, parts, ctx.cfg.airflow.tmp_dir)
+    report.imported = airflow_steps.import_parts(ctx.agent, where, contents, parts, ctx.cfg.airflow.tmp_dir)
     report.steps.append("imported " + ", ".join(f"{n} {k}" for k, n in report.imported.items()))

@@ -19,9 +19,9 @@ the archive's copies.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
-from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -34,25 +34,32 @@ logger = logging.getLogger(__name__)
 _URL_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options", "target_session_attrs")
 
 
-def target_env(dsn: str, password: str | None, mode: str) -> dict[str, str]:
-    """The environment that points the agent's Airflow at the restore target."""
+@dataclasses.dataclass(frozen=True)
+class AirflowTarget:
+    """Where the agent's Airflow points during a restore: ``database`` None means its own database."""
+
+    env: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    database: dict[str, str] | None = None
+
+
+def airflow_target(dsn: str, password: str | None, mode: str) -> AirflowTarget:
+    """Point the agent's Airflow at the restore target (the agent keeps its own SQLAlchemy driver)."""
     if mode == "own":
-        return {}
+        return AirflowTarget()
     params = conninfo_to_dict(dsn)
-    user = quote(params.get("user") or "", safe="")
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
-    query = "&".join(f"{key}={quote(str(params[key]), safe='')}" for key in _URL_PARAMS if params.get(key))
-    url = f"postgresql://{user}@{host}:{port}/{quote(params.get('dbname', ''), safe='')}"
-    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url + (f"?{query}" if query else "")}
-    if password:
-        env["PGPASSWORD"] = password
-    return env
+    database = {"host": params.get("host") or "localhost", "port": str(params.get("port") or 5432),
+                "user": params.get("user") or "", "dbname": params.get("dbname") or "",
+                "query": {key: str(params[key]) for key in _URL_PARAMS if params.get(key)}}
+    return AirflowTarget({"PGPASSWORD": password} if password else {}, database)
 
 
-def check_schema(agent: AirflowAgent, env: dict[str, str], revision: str, *, migrate: bool) -> str:
+def _call(agent: AirflowAgent, target: AirflowTarget, ops: list[dict], stage: str) -> list[dict]:
+    return agent.call(ops, env=target.env, database=target.database, stage=stage)
+
+
+def check_schema(agent: AirflowAgent, target: AirflowTarget, revision: str, *, migrate: bool) -> str:
     """Compare the backup's alembic revision with the target Airflow's: 'same' or 'migrate', else refuse."""
-    info = agent.call([{"op": "schema", "revision": revision}], env=env, stage="airflow version check")[0]
+    info = _call(agent, target, [{"op": "schema", "revision": revision}], "airflow version check")[0]
     if info["head"] == revision:
         return "same"
     if info["known"]:
@@ -66,8 +73,8 @@ def check_schema(agent: AirflowAgent, env: dict[str, str], revision: str, *, mig
         f"{info['head']})", hint="install the Airflow version of the backup (see `afbackup show`) on the target")
 
 
-def migrate(agent: AirflowAgent, env: dict[str, str]) -> None:
-    result = agent.cli("db", "migrate", env=env, stage="airflow db migrate")
+def migrate(agent: AirflowAgent, target: AirflowTarget) -> None:
+    result = _call(agent, target, [{"op": "cli", "argv": ["db", "migrate"]}], "airflow db migrate")[0]
     if result["exit_code"] != 0:
         raise SourceError(f"airflow db migrate exited with {result['exit_code']}", stage="airflow db migrate")
 
@@ -84,11 +91,11 @@ def expected_secrets(contents: ArchiveContents) -> dict[str, Any]:
                       for name, p in pools.items()}}
 
 
-def repair_fernet(agent: AirflowAgent, env: dict[str, str], contents: ArchiveContents) -> dict[str, Any]:
+def repair_fernet(agent: AirflowAgent, target: AirflowTarget, contents: ArchiveContents) -> dict[str, Any]:
     """Make every restored connection and variable readable under the target's key, values unchanged."""
     source_keys = contents.json("airflow/fernet.json").get("keys", [])
-    outcome = agent.call([{"op": "fernet_repair", "expected": expected_secrets(contents), "source_keys": source_keys}],
-                         env=env, stage="fernet")[0]
+    outcome = _call(agent, target, [{"op": "fernet_repair", "expected": expected_secrets(contents),
+                                     "source_keys": source_keys}], "fernet")[0]
     broken = outcome["before"]["undecryptable"]
     if outcome["reencrypted"]:
         logger.warning("%d connection(s) and %d variable(s) did not decrypt with the target's Fernet key: "
@@ -102,7 +109,7 @@ def repair_fernet(agent: AirflowAgent, env: dict[str, str], contents: ArchiveCon
             "checked": outcome["after"]["counts"]}
 
 
-def import_parts(agent: AirflowAgent, env: dict[str, str], contents: ArchiveContents, parts: set[str],
+def import_parts(agent: AirflowAgent, target: AirflowTarget, contents: ArchiveContents, parts: set[str],
                  tmp_dir: str) -> dict[str, Any]:
     """``--only``: import connections/variables/pools (overwrite), then prove every value arrived."""
     request: dict[str, Any] = {"op": "import", "tmp_dir": tmp_dir}
@@ -112,19 +119,14 @@ def import_parts(agent: AirflowAgent, env: dict[str, str], contents: ArchiveCont
         request["pools"] = contents.members["airflow/pools.json"].decode()
     if "variables" in parts:
         request["variables"] = contents.json("airflow/variables_exact.json")
-    agent.call([request], env=env, stage="airflow import")
-    expected = expected_secrets(contents)
-    check = _secrets_check(agent, env, {k: v for k, v in expected.items() if k in parts})
+    expected = {k: v for k, v in expected_secrets(contents).items() if k in parts}
+    _, check = _call(agent, target, [request, {"op": "secrets_check", "expected": expected}], "airflow import")
     _require_equal(check, "after the import")
     return {part: _count(contents, part) for part in sorted(parts)}
 
 
 def _count(contents: ArchiveContents, part: str) -> int:
     return len(contents.json(f"airflow/{part}.json"))
-
-
-def _secrets_check(agent: AirflowAgent, env: dict[str, str], expected: dict[str, Any]) -> dict[str, Any]:
-    return agent.call([{"op": "secrets_check", "expected": expected}], env=env, stage="secrets check")[0]
 
 
 def _require_equal(check: dict[str, Any], when: str) -> None:

@@ -41,7 +41,7 @@ class RestoreContext:
     state: target.TargetState
     pg_restore: ToolVersion | None
     agent: AirflowAgent | None
-    airflow_env: dict[str, str] = dataclasses.field(repr=False)
+    airflow: airflow_steps.AirflowTarget
     schema_action: str  # same | migrate | unchecked
     jobs: int
     destructive: str  # the confirmation question, "" when nothing is destroyed
@@ -66,16 +66,16 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
     pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
     destructive = _destructive(state, options) if "db" in options.parts else ""
     agent = _agent(cfg, options)
-    env = airflow_steps.target_env(options.target_dsn, password, cfg.restore.airflow_db) if agent else {}
+    where = airflow_steps.airflow_target(options.target_dsn, password, cfg.restore.airflow_db)
     action = "unchecked"
     if agent is not None and "db" in options.parts:
-        action = airflow_steps.check_schema(agent, env, manifest.airflow.get("schema_revision") or "",
+        action = airflow_steps.check_schema(agent, where, manifest.airflow.get("schema_revision") or "",
                                             migrate=options.migrate)
     elif "db" in options.parts:
         logger.warning("no executor configured: the target's Airflow version is not checked; run "
                        "`airflow db check-migrations` before starting Airflow on the restored database")
     jobs = options.jobs or cfg.restore.jobs
-    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, env, action, jobs, destructive)
+    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, action, jobs, destructive)
 
 
 def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:

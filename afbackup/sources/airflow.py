@@ -84,10 +84,15 @@ class AirflowAgent:
         self.python = list(python)
         self.timeout = timeout
 
-    def call(self, ops: list[dict], *, env: Mapping[str, str] | None = None, stage: str = "airflow") -> list[dict]:
-        """Run ``ops`` in one interpreter; return each op's result or raise on the first failure."""
+    def call(self, ops: list[dict], *, env: Mapping[str, str] | None = None, database: Mapping | None = None,
+             stage: str = "airflow") -> list[dict]:
+        """Run ``ops`` in one interpreter; return each op's result or raise on the first failure.
+
+        ``env`` is set in the agent before Airflow is imported; ``database`` (host, port, user,
+        dbname, query) points its Airflow at another database, keeping its own SQLAlchemy driver.
+        """
         source = agent_source()
-        request = json.dumps({"ops": ops, "env": dict(env or {})}).encode("utf-8")
+        request = json.dumps({"ops": ops, "env": dict(env or {}), "database": database}).encode("utf-8")
         stdin = b"%d\n%s%d\n%s" % (len(source), source, len(request), request)
         result = self.executor.run([*self.python, "-c", BOOTSTRAP], stdin=stdin, timeout=self.timeout)
         reply = _parse_reply(result.stdout)

@@ -335,6 +335,29 @@ OPERATIONS = {
 }
 
 
+def _driver():
+    """The SQLAlchemy driver this deployment uses (its URL's scheme), else psycopg2 when installed.
+
+    Read without importing Airflow: importing it builds the engine from the old URL.
+    """
+    import importlib.util
+
+    current = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if current.startswith("postgres") and "://" in current:
+        return current.split("://", 1)[0].replace("postgres:", "postgresql:")
+    return "postgresql+psycopg2" if importlib.util.find_spec("psycopg2") else "postgresql"
+
+
+def _point_at(database):
+    from urllib.parse import quote, urlencode
+
+    url = "%s://%s@%s:%s/%s" % (_driver(), quote(database["user"], safe=""), database["host"], database["port"],
+                                quote(database["dbname"], safe=""))
+    if database.get("query"):
+        url += "?" + urlencode(database["query"])
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
+
+
 def main():
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # everything Airflow prints goes to stderr; only our reply uses reply_fd
@@ -342,6 +365,8 @@ def main():
     request = _read_request()
     for key, value in (request.get("env") or {}).items():
         os.environ[key] = value
+    if request.get("database"):
+        _point_at(request["database"])
     results = []
     for operation in request["ops"]:
         try:

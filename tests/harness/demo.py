@@ -3,7 +3,8 @@
 A throwaway PostgreSQL, a real Airflow 3 metadata DB (``airflow db migrate``
 plus DAG runs, task instances, connections, variables and pools), a local S3
 endpoint (moto on loopback) and fresh GPG keys; then ``afbackup backup``,
-``list`` and ``show``.
+``list``, ``show``, ``verify``, and ``restore`` into a new database, with a
+side-by-side comparison of row counts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ def afbackup(env: Environment, config, *args: str, airflow=None) -> subprocess.C
     return done
 
 
+def side_by_side(env: Environment, source: str, restored: str, manifest: dict) -> None:
+    """Row counts of every table with rows, in the source and in the restored database."""
+    print(f"{'table':<34}{'source':>10}{'restored':>10}")
+    for table in sorted(manifest["scope"]["row_counts"]):
+        counts = [env.pg.execute(name, f'SELECT count(*) FROM "{table}"')[0][0] for name in (source, restored)]
+        if any(counts):
+            mark = "" if counts[0] == counts[1] else "  <-- differs"
+            print(f"{table:<34}{counts[0]:>10}{counts[1]:>10}{mark}")
+    for table in manifest["scope"]["schema_only_tables"]:
+        count = env.pg.execute(source, f'SELECT count(*) FROM "{table}"')[0][0]
+        print(f"{table:<34}{count:>10}{'(schema)':>10}")
+
+
 def main() -> int:
     started = time.monotonic()
     step("starting a throwaway PostgreSQL, a local S3 endpoint (moto) and fresh GPG keys")
@@ -58,6 +72,14 @@ def main() -> int:
         shown = afbackup(env, config, "show", backup_id).stdout
         print(shown)
         manifest = json.loads(afbackup(env, config, "show", backup_id, "--json").stdout)
+
+        step("afbackup verify")
+        print(afbackup(env, config, "verify", backup_id).stdout)
+        step("afbackup restore into a new database (airflow_restored)")
+        restored = afbackup(env, config, "restore", backup_id, "--target-dsn", env.pg.dsn("airflow_restored"),
+                            "--pause-dags", airflow=airflow)
+        print(restored.stdout)
+        side_by_side(env, db, "airflow_restored", manifest)
 
         step("what happened")
         print(f"backup id   {backup_id}")

@@ -1,0 +1,215 @@
+"""``afbackup check``: preflight and freshness, for a Kubernetes probe or a cron monitor.
+
+Preflight checks (any failure: exit 4): the database is reachable and holds
+an Airflow schema; pg_dump and pg_restore are found and at least as new as
+the server; every gpg recipient (and the signing key) is usable; the bucket
+is reachable, listable and writable; the executor runs the Airflow agent; the
+writer lock is not stale (a stale lock is only a warning: the next backup
+takes it over). Freshness (exit 8 when no preflight check failed): the newest
+complete backup finished less than ``max_age`` ago.
+
+Every check runs even when an earlier one failed, so one report shows every
+problem. ``check`` writes to the store at most once per prefix: the write
+probe is a create-only PUT of ``v1/probes/check.json``. The first check
+creates it; afterwards the PUT is refused with "precondition failed", which S3
+only answers to a request it has authorised, so write permission is proven
+without writing, deleting, or piling up object versions (versioned and Object
+Lock buckets), and without ``s3:DeleteObject``, which backup credentials
+should not have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import socket
+import time
+from typing import Any, Callable
+
+from afbackup import manifest as mf
+from afbackup.catalog import list_backups
+from afbackup.config import Settings
+from afbackup.config.model import Config
+from afbackup.config.units import format_duration
+from afbackup.crypto import Gpg
+from afbackup.errors import AfbackupError, ExitCode, PreflightError
+from afbackup.executors import open_executor
+from afbackup.lock import describe_holder, is_stale, read_lock
+from afbackup.prune import format_age
+from afbackup.sources.airflow import AirflowAgent, resolve_python
+from afbackup.sources.airflow_schema import detect_schema
+from afbackup.sources.postgres import check_dump_version, connect, read_catalog, read_password, tool_version
+from afbackup.sources.scope import compute_scope
+from afbackup.storage import open_store
+from afbackup.storage.base import AlreadyExists, ObjectStore
+
+logger = logging.getLogger(__name__)
+
+PROBE_KEY = f"{mf.LAYOUT}/probes/check.json"
+EXECUTOR_TIMEOUT = 120.0  # seconds: a probe must answer; exports get the full [airflow] timeout
+CLOCK_SKEW = 300.0  # seconds a backup may look finished in the future before it is ignored
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckEntry:
+    name: str
+    kind: str  # preflight | freshness
+    status: str  # ok | warn | fail
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAIL
+
+
+@dataclasses.dataclass
+class CheckReport:
+    max_age: float  # seconds
+    entries: list[CheckEntry] = dataclasses.field(default_factory=list)
+    newest: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    def add(self, name: str, status: str, detail: str, kind: str = "preflight") -> None:
+        self.entries.append(CheckEntry(name, kind, status, detail))
+        log = logger.warning if status != OK else logger.debug
+        log("check %s: %s: %s", name, status, detail)
+
+    @property
+    def failed(self) -> list[str]:
+        return [entry.name for entry in self.entries if not entry.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if any(not e.ok and e.kind == "preflight" for e in self.entries):
+            return ExitCode.PREFLIGHT
+        if any(not e.ok for e in self.entries):
+            return ExitCode.INTEGRITY
+        return ExitCode.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.exit_code == 0, "exit_code": int(self.exit_code), "max_age_seconds": self.max_age,
+                "newest": self.newest, "seconds": self.seconds,
+                "checks": [dict(dataclasses.asdict(e), ok=e.ok) for e in self.entries]}
+
+
+def run_check(settings: Settings, max_age: float, *, now: Callable[[], dt.datetime] = mf.utcnow) -> CheckReport:
+    """Run every check; failures are entries of the report (and its exit code), never raised."""
+    started = time.monotonic()
+    cfg = settings.config
+    report = CheckReport(max_age)
+    report.add("config", OK, f"{settings.path or 'no config file'} loaded (defaults < file < env < flags)")
+    server_major = _attempt(report, "database", lambda: _check_database(cfg))
+    for tool in ("pg_dump", "pg_restore"):
+        _attempt(report, tool, lambda tool=tool: _check_tool(cfg, tool, server_major))
+    _attempt(report, "keys", lambda: _check_keys(cfg))
+    store = _attempt(report, "bucket", lambda: _check_bucket(cfg))
+    _attempt(report, "executor", lambda: _check_executor(cfg))
+    if store is None:
+        report.add("lock", WARN, "unknown: the bucket is not readable")
+        report.add("freshness", FAIL, "unknown: the bucket is not readable", kind="freshness")
+    else:
+        _attempt(report, "lock", lambda: _check_lock(store, now()))
+        _attempt(report, "freshness", lambda: _check_freshness(store, max_age, now(), report), kind="freshness")
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _attempt(report: CheckReport, name: str, check: Callable[[], tuple[str, str, Any]], kind: str = "preflight"):
+    """Run one check returning (status, detail, value); an AfbackupError is a failed entry. Returns value."""
+    try:
+        status, detail, value = check()
+    except AfbackupError as exc:
+        report.add(name, FAIL, exc.one_line(), kind)
+        return None
+    report.add(name, status, detail, kind)
+    return value
+
+
+def _check_database(cfg: Config) -> tuple[str, str, int]:
+    db = cfg.database
+    with connect(db.dsn, read_password(db), db.connect_timeout) as conn:
+        catalog = read_catalog(conn, db.airflow_schema)
+    schema = detect_schema(catalog.tables, catalog.revisions)
+    scope = compute_scope(catalog.schema, catalog.tables, catalog.foreign_keys,
+                          exclude_data=db.exclude_data, include=db.include)
+    detail = (f"PostgreSQL {catalog.server_version}, database {catalog.database}, Airflow "
+              f"{schema.release or f'{schema.major}.x'} schema (revision {schema.revision or 'none'}) in "
+              f"{catalog.schema}: {len(scope.data_tables)} tables with rows, {len(scope.schema_only_tables)} schema-only")
+    return OK, detail, catalog.server_major
+
+
+def _check_tool(cfg: Config, name: str, server_major: int | None) -> tuple[str, str, None]:
+    tool = tool_version(name, cfg.database.pg_bin_dir)
+    if server_major is None:
+        return FAIL, f"{tool.text} at {tool.path}; the server version is unknown (database check failed)", None
+    if name == "pg_dump":
+        check_dump_version(tool, server_major)
+    elif tool.major < server_major:
+        raise PreflightError(f"{tool.path} is version {tool.major}, older than the PostgreSQL {server_major} server",
+                             hint=f"install the PostgreSQL {server_major} client or set database.pg_bin_dir")
+    return OK, f"{tool.text} at {tool.path} (server {server_major})", None
+
+
+def _check_keys(cfg: Config) -> tuple[str, str, None]:
+    enc = cfg.encryption
+    gpg = Gpg(enc)
+    gpg.check_recipients(enc.recipients)
+    detail = f"{len(enc.recipients)} recipient key(s) usable for encryption"
+    if enc.sign_with:
+        gpg.check_signer(enc.sign_with)
+        detail += f"; signing key {enc.sign_with} usable"
+    return OK, detail, None
+
+
+def _check_bucket(cfg: Config) -> tuple[str, str, ObjectStore]:
+    store = open_store(cfg.storage)
+    next(iter(store.list(mf.BACKUPS)), None)  # reachable and listable
+    probe = json.dumps({"written_by": "afbackup check", "host": socket.gethostname(),
+                        "at": mf.iso(mf.utcnow())}).encode()
+    try:
+        store.put_bytes(PROBE_KEY, probe, create_only=True)
+        how = f"created the write probe {PROBE_KEY}"
+    except AlreadyExists:
+        how = "create-only write probe authorised (nothing written)"
+    return OK, f"{store.describe()} reachable, listable and writable ({how})", store
+
+
+def _check_executor(cfg: Config) -> tuple[str, str, None]:
+    executor = open_executor(cfg.airflow)
+    if executor is None:
+        return OK, "executor = none: no Airflow exports to check", None
+    agent = AirflowAgent(executor, resolve_python(cfg.airflow), timeout=min(cfg.airflow.timeout, EXECUTOR_TIMEOUT))
+    info = agent.info()
+    return OK, f"Airflow {info.get('airflow_version', '?')} answers on {executor.describe()}", None
+
+
+def _check_lock(store: ObjectStore, now: dt.datetime) -> tuple[str, str, None]:
+    holder = read_lock(store)
+    if holder is None:
+        return OK, "free", None
+    if is_stale(holder, now):
+        return WARN, (f"stale lock left by a dead run: {describe_holder(holder)}; the next backup or prune takes "
+                      "it over (or run `afbackup break-lock --yes`)"), None
+    return OK, f"held by a running {describe_holder(holder)}", None
+
+
+def _check_freshness(store: ObjectStore, max_age: float, now: dt.datetime,
+                     report: CheckReport) -> tuple[str, str, None]:
+    """The newest complete backup by its manifest's finish time; future-dated ones are ignored."""
+    complete = list_backups(store)
+    future = [r for r in complete if (r.finished_at - now).total_seconds() > CLOCK_SKEW]
+    usable = [r for r in complete if r not in future]
+    skew = f" (ignored {len(future)} finished in the future: clock skew?)" if future else ""
+    if not usable:
+        return FAIL, f"no complete backup in {store.describe()}{skew}", None
+    newest = usable[0]
+    age = max(0.0, (now - newest.finished_at).total_seconds())
+    report.newest = {"backup_id": newest.backup_id, "finished_at": mf.iso(newest.finished_at),
+                     "age_seconds": round(age, 3)}
+    what = f"newest complete backup {newest.backup_id} finished {format_age(age)} ago"
+    if age > max_age:
+        return FAIL, f"{what}: older than the maximum age {format_duration(max_age)}{skew}", None
+    return OK, f"{what} (maximum age {format_duration(max_age)}){skew}", None

@@ -1,0 +1,402 @@
+"""``afbackup prune``: apply the retention policy and clean up what failed runs left.
+
+``plan_prune`` reads the store and decides (no writes):
+- complete backups: keep or delete, by the pure planner ``afbackup.retention``;
+- failed and incomplete attempts (no manifest) older than ``[retention]
+  incomplete_after``: delete, unless a live backup holds the writer lock and
+  the attempt is that run's ("running");
+- multipart uploads (on a filesystem: partial files) under ``v1/backups/``
+  started longer ago than ``incomplete_after``: abort;
+- damaged backups (a manifest that does not parse): reported, never deleted.
+
+``execute_prune`` deletes what the plan says, one backup at a time, under the
+writer lock taken by the caller. Per backup it deletes ``manifest.json``
+FIRST, then the signature, then the data, then ``attempt.json``: the backup
+stops counting before any of its data goes, so an interrupted or failing prune
+leaves an incomplete attempt (cleaned up by the next prune), never a manifest
+pointing at missing data. (WAL-G deletes its sentinel first for the same
+reason; writing follows the opposite order, manifest last.)
+
+Object Lock: before deleting, every object of the backup is HEADed; if any is
+still under retention the whole backup is skipped and reported (it stays
+complete and restorable) and is not counted as deleted; a later prune deletes
+it once the lock has expired. In a versioned bucket (Object Lock requires
+versioning) a DELETE without a version id only adds a delete marker: the data
+stays as a noncurrent version until a ``NoncurrentVersionExpiration``
+lifecycle rule removes it. A ``DeleteFailure`` is an error (exit 6) reported
+after the rest was attempted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from typing import Any, Iterable, Sequence
+
+from afbackup import manifest as mf
+from afbackup.catalog import BackupRecord, list_backups
+from afbackup.config.model import RetentionConfig
+from afbackup.config.units import format_duration
+from afbackup.errors import AfbackupError, ConfigError, LockedError, NotFoundError, StorageError
+from afbackup.lock import WRITER_LOCK, StoreLock, describe_holder, is_stale, read_lock
+from afbackup.log import event
+from afbackup.pins import is_pinned
+from afbackup.retention import Candidate, Policy, plan_retention
+from afbackup.storage.base import DeleteFailure, ObjectStore, PendingUpload
+
+logger = logging.getLogger(__name__)
+
+KEEP, DELETE, REPORT = "keep", "delete", "report"
+DAMAGED_HINT = "never deleted automatically: inspect it (`afbackup show`), then remove its objects by hand"
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One backup or attempt and what prune does with it (``keep``, ``delete`` or ``report``)."""
+
+    backup_id: str
+    state: str  # complete | failed | incomplete | running | damaged
+    action: str
+    reasons: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    finished_at: dt.datetime | None = None
+    pinned: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backup_id": self.backup_id, "state": self.state, "action": self.action,
+                "reasons": list(self.reasons), "keys": list(self.keys), "finished_at": mf.iso(self.finished_at),
+                "pinned": self.pinned}
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadItem:
+    upload: PendingUpload
+    abort: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.upload.key, "upload_id": self.upload.upload_id,
+                "initiated": mf.iso(self.upload.initiated), "action": "abort" if self.abort else KEEP,
+                "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunePlan:
+    now: dt.datetime
+    policy: Policy
+    incomplete_after: float  # seconds
+    backups: tuple[Item, ...]  # complete backups, newest first
+    attempts: tuple[Item, ...]  # failed / incomplete / running attempts, newest first
+    damaged: tuple[Item, ...]
+    uploads: tuple[UploadItem, ...]
+    holder: dict[str, Any] | None  # the live writer lock, if any
+
+    @property
+    def deletions(self) -> list[Item]:
+        """What execute_prune deletes: backups first (oldest first), then leftovers."""
+        doomed = [item for item in self.backups if item.action == DELETE]
+        return doomed[::-1] + [item for item in self.attempts if item.action == DELETE]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"now": mf.iso(self.now), "policy": dataclasses.asdict(self.policy),
+                "incomplete_after_seconds": self.incomplete_after,
+                "backups": [i.as_dict() for i in self.backups], "attempts": [i.as_dict() for i in self.attempts],
+                "damaged": [i.as_dict() for i in self.damaged], "uploads": [u.as_dict() for u in self.uploads],
+                "lock_holder": describe_holder(self.holder) if self.holder else None}
+
+
+@dataclasses.dataclass(frozen=True)
+class LockedBackup:
+    """A backup prune would delete but could not: objects still under Object Lock."""
+
+    backup_id: str
+    keys: tuple[str, ...]
+    mode: str
+    until: dt.datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backup_id": self.backup_id, "keys": list(self.keys), "mode": self.mode, "until": mf.iso(self.until)}
+
+
+@dataclasses.dataclass
+class PruneResult:
+    deleted: list[str] = dataclasses.field(default_factory=list)  # complete backups removed
+    cleaned: list[str] = dataclasses.field(default_factory=list)  # failed/incomplete attempts removed
+    objects: int = 0  # objects deleted
+    aborted: list[str] = dataclasses.field(default_factory=list)  # keys of aborted uploads
+    locked: list[LockedBackup] = dataclasses.field(default_factory=list)
+    pinned: list[str] = dataclasses.field(default_factory=list)  # pinned after the plan was made
+    failures: list[DeleteFailure] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"deleted": self.deleted, "cleaned": self.cleaned, "objects_deleted": self.objects,
+                "aborted_uploads": self.aborted, "locked": [x.as_dict() for x in self.locked],
+                "skipped_pinned": self.pinned,
+                "failures": [dataclasses.asdict(f) for f in self.failures]}
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+
+def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime) -> PrunePlan:
+    """Decide everything prune would do; reads the store, writes nothing. ``now`` is tz-aware."""
+    policy = require_policy(cfg)
+    records = list_backups(store, include_incomplete=True)
+    holder = read_lock(store)
+    live = holder if holder and not is_stale(holder, now) else None
+    running = running_attempt(records, live)
+    complete = [r for r in records if r.state == "complete"]
+    retention = plan_retention([Candidate(r.backup_id, r.finished_at, r.pinned) for r in complete], policy, now)
+    by_id = {r.backup_id: r for r in complete}
+    backups = tuple(Item(d.backup_id, "complete", KEEP if d.keep else DELETE, d.reasons, by_id[d.backup_id].keys,
+                         by_id[d.backup_id].finished_at, by_id[d.backup_id].pinned) for d in retention.decisions)
+    written = _newest_write(store)
+    attempts = tuple(_attempt_item(r, running, live, written.get(r.backup_id), now, cfg.incomplete_after)
+                     for r in records if r.state in ("failed", "incomplete"))
+    damaged = tuple(Item(r.backup_id, "damaged", REPORT, (r.detail, DAMAGED_HINT), r.keys, pinned=r.pinned)
+                    for r in records if r.state == "damaged")
+    uploads = tuple(_upload_item(u, running, now, cfg.incomplete_after) for u in store.pending_uploads(mf.BACKUPS))
+    return PrunePlan(now, policy, cfg.incomplete_after, backups, attempts, damaged, uploads, live)
+
+
+def require_policy(cfg: RetentionConfig) -> Policy:
+    """The policy of ``[retention]``; none configured means no prune at all (restic does the same)."""
+    policy = Policy.from_config(cfg)
+    if policy.is_empty:
+        raise ConfigError("no retention policy configured, refusing to prune",
+                          hint="set keep_last / keep_daily / … in [retention]")
+    return policy
+
+
+def running_attempt(records: Sequence[BackupRecord], holder: dict[str, Any] | None) -> str | None:
+    """The attempt of the backup that holds a live writer lock, if any.
+
+    The lock names no backup id, but a backup takes its id before the lock and
+    writes ``attempt.json`` right after it: its attempt is the newest
+    incomplete one that started no later than the lock. Erring here only keeps
+    an old attempt one prune longer.
+    """
+    if not holder or holder.get("operation") != "backup":
+        return None
+    locked_at = _parse_time(holder.get("started_at"))
+    candidates = [r for r in records if r.state == "incomplete"
+                  and (locked_at is None or r.started_at is None or r.started_at <= locked_at)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: (r.started_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc),
+                                          r.backup_id)).backup_id
+
+
+def _parse_time(text: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _newest_write(store: ObjectStore) -> dict[str, dt.datetime]:
+    """backup id -> when its newest object was written (the store's clock)."""
+    newest: dict[str, dt.datetime] = {}
+    for obj in store.list(mf.BACKUPS):
+        backup_id = obj.key[len(mf.BACKUPS):].partition("/")[0]
+        if obj.last_modified and (backup_id not in newest or obj.last_modified > newest[backup_id]):
+            newest[backup_id] = obj.last_modified
+    return newest
+
+
+def _attempt_item(record: BackupRecord, running: str | None, holder: dict[str, Any] | None,
+                  written: dt.datetime | None, now: dt.datetime, limit: float) -> Item:
+    """Keep or delete one failed/incomplete attempt.
+
+    Its age counts from the later of its start (from the id: the backup host's
+    clock) and its newest object (the store's clock), so a skewed clock on
+    either side never makes a recent attempt look old.
+    """
+    base = dict(backup_id=record.backup_id, keys=record.keys, pinned=record.pinned)
+    if record.backup_id == running:
+        return Item(state="running", action=KEEP, reasons=(f"its backup is running: {describe_holder(holder or {})}",),
+                    **base)
+    if record.pinned:
+        return Item(state=record.state, action=KEEP, reasons=("pinned",), **base)
+    moments = [m for m in (record.started_at, written) if m is not None]
+    if not moments:
+        return Item(state=record.state, action=KEEP, reasons=("age unknown",), **base)
+    age = (now - max(moments)).total_seconds()
+    why = f"{record.state} attempt, {format_age(age)} old"
+    detail = (f"{record.detail}",) if record.detail else ()
+    if age >= limit:
+        return Item(state=record.state, action=DELETE,
+                    reasons=(f"{why} (incomplete_after {format_duration(limit)})", *detail), **base)
+    return Item(state=record.state, action=KEEP,
+                reasons=(f"{why}, younger than incomplete_after {format_duration(limit)}", *detail), **base)
+
+
+def _upload_item(upload: PendingUpload, running: str | None, now: dt.datetime, limit: float) -> UploadItem:
+    backup_id = upload.key[len(mf.BACKUPS):].partition("/")[0] if upload.key.startswith(mf.BACKUPS) else ""
+    if running and backup_id == running:
+        return UploadItem(upload, False, "its backup is running")
+    age = (now - upload.initiated).total_seconds()
+    if age >= limit:
+        return UploadItem(upload, True, f"started {format_age(age)} ago (incomplete_after {format_duration(limit)})")
+    return UploadItem(upload, False, f"started {format_age(age)} ago, younger than incomplete_after")
+
+
+def format_age(seconds: float) -> str:
+    """A rough age for people: ``40s``, ``12m``, ``5h12m``, ``3d4h``."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+def execute_prune(store: ObjectStore, plan: PrunePlan, *, lock: StoreLock | None = None) -> PruneResult:
+    """Delete what ``plan`` says; never raises for a single item (see ``PruneResult.failures``).
+
+    The caller holds the writer lock (``lock``); it is checked before every
+    backup, so a lost lock stops the prune (LockedError) instead of deleting unlocked.
+    """
+    result = PruneResult()
+    for item in plan.deletions:
+        if lock is not None:
+            lock.check()
+        _delete_item(store, item, result)
+    for entry in plan.uploads:
+        if entry.abort:
+            _abort(store, entry.upload, result)
+    return result
+
+
+def _delete_item(store: ObjectStore, item: Item, result: PruneResult) -> None:
+    if is_pinned(store, item.backup_id):  # pinned since the plan was made: the pin wins
+        logger.warning("not deleting %s: it was pinned after the plan was made", item.backup_id,
+                       extra=event(action="prune", backup_id=item.backup_id, state="skip"))
+        result.pinned.append(item.backup_id)
+        return
+    locked = _locked(store, item, result)
+    if locked is None:
+        return
+    if locked:
+        _report_locked(item, locked, result)
+        return
+    for batch in deletion_order(item.keys):
+        failures = _delete_batch(store, batch)
+        if failures:
+            result.failures += failures
+            logger.error("prune could not delete %s of %s: %s", ", ".join(f.key for f in failures), item.backup_id,
+                         "; ".join(f"{f.code} {f.message}".strip() for f in failures),
+                         extra=event(action="prune", backup_id=item.backup_id, state="failed"))
+            return
+        result.objects += len(batch)
+    (result.deleted if item.state == "complete" else result.cleaned).append(item.backup_id)
+    logger.info("deleted %s %s (%d objects): %s", "backup" if item.state == "complete" else f"{item.state} attempt",
+                item.backup_id, len(item.keys), "; ".join(item.reasons),
+                extra=event(action="prune", backup_id=item.backup_id, state="delete", objects=len(item.keys)))
+
+
+def deletion_order(keys: Iterable[str]) -> list[list[str]]:
+    """Batches in the order they are deleted: manifest, signature, data, attempt record.
+
+    Each batch is its own request: S3 does not order the keys of one DeleteObjects call.
+    """
+    ranks = {mf.MANIFEST_NAME: 0, mf.SIGNATURE_NAME: 1, mf.ATTEMPT_NAME: 3}
+    batches: list[list[str]] = [[], [], [], []]
+    for key in sorted(keys):
+        batches[ranks.get(key.rsplit("/", 1)[-1], 2)].append(key)
+    return [batch for batch in batches if batch]
+
+
+def _locked(store: ObjectStore, item: Item, result: PruneResult) -> list[tuple[str, Any]] | None:
+    """(key, Retention) of each object still under Object Lock; None if that could not be read."""
+    held = []
+    for key in item.keys:
+        try:
+            retention = store.locked_until(key)
+        except NotFoundError:
+            continue  # already gone
+        except AfbackupError as exc:
+            result.failures.append(DeleteFailure(key, exc.kind, exc.one_line()))
+            logger.error("prune could not read the Object Lock of %s: %s", key, exc.one_line())
+            return None
+        if retention:
+            held.append((key, retention))
+    return held
+
+
+def _report_locked(item: Item, locked: list[tuple[str, Any]], result: PruneResult) -> None:
+    until = max(retention.until for _, retention in locked)
+    modes = sorted({retention.mode for _, retention in locked})
+    entry = LockedBackup(item.backup_id, tuple(key for key, _ in locked), "/".join(modes), until)
+    result.locked.append(entry)
+    logger.warning("not deleting %s: %d of its objects are under Object Lock (%s) until %s; a later prune "
+                   "deletes it", item.backup_id, len(entry.keys), entry.mode, mf.iso(until),
+                   extra=event(action="prune", backup_id=item.backup_id, state="locked"))
+
+
+def _delete_batch(store: ObjectStore, keys: list[str]) -> list[DeleteFailure]:
+    try:
+        return store.delete(keys)
+    except AfbackupError as exc:  # the whole request failed: every key in it is a failure
+        return [DeleteFailure(key, exc.kind, exc.one_line()) for key in keys]
+
+
+def _abort(store: ObjectStore, upload: PendingUpload, result: PruneResult) -> None:
+    try:
+        store.abort_upload(upload)
+    except AfbackupError as exc:
+        result.failures.append(DeleteFailure(upload.key, exc.kind, exc.one_line()))
+        logger.error("prune could not abort the upload of %s: %s", upload.key, exc.one_line())
+        return
+    result.aborted.append(upload.key)
+    logger.info("aborted the unfinished upload of %s (started %s)", upload.key, mf.iso(upload.initiated),
+                extra=event(action="prune", key=upload.key, state="abort"))
+
+
+# --- break-lock ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokenLock:
+    holder: dict[str, Any] | None  # None: there was no lock
+    stale: bool
+    removed: bool
+
+
+def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) -> BrokenLock:
+    """Remove the writer lock: a stale one with ``yes``, a live one only with ``force`` as well.
+
+    Without ``yes`` nothing is removed (the caller shows the holder and exits 2).
+    A live holder whose lock is forced away notices at its next refresh and
+    aborts without committing. The lock is read again just before deleting;
+    if it changed (refreshed or taken by another run) nothing is removed.
+    """
+    holder = read_lock(store)
+    if holder is None:
+        return BrokenLock(None, False, False)
+    stale = is_stale(holder, now)
+    if not yes:
+        return BrokenLock(holder, stale, False)
+    if not stale and not force:
+        raise LockedError(f"the lock is live: {describe_holder(holder)}",
+                          hint="wait for the run to finish; if you know its holder is dead, add --force")
+    if read_lock(store) != holder:
+        raise LockedError("the lock changed while breaking it (refreshed or taken by another run)",
+                          hint="run `afbackup break-lock` again to see the current holder")
+    failures = store.delete([WRITER_LOCK])
+    if failures:
+        raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
+    logger.warning("removed %s lock held by %s", "stale" if stale else "LIVE", describe_holder(holder),
+                   extra=event(action="break-lock", state="removed", stale=stale))
+    return BrokenLock(holder, stale, True)

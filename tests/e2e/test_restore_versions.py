@@ -1,0 +1,56 @@
+"""Version safety: a newer backup is refused, an older one needs --migrate, and --migrate makes it work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
+
+pytestmark = pytest.mark.airflow
+
+
+def _backup(env, major):
+    airflow, db = env.airflow(major)
+    cfg = env.config(db, airflow=airflow)
+    done = env.afbackup(env.write_config(cfg), "backup", airflow=airflow)
+    assert done.returncode == 0, done.stderr
+    return airflow, cfg
+
+
+def _deployment(env, major, source, cfg) -> tuple[AirflowInstance, str, object]:
+    """A deployment of Airflow ``major`` (not yet created DB), and a config whose executor runs its CLI."""
+    name = env.unique(f"upgrade{major}_")
+    target = AirflowInstance(AIRFLOW_VERSIONS[major], env.workdir / f"home-{name}", env.pg.sqlalchemy_url(name),
+                             source.fernet_key)
+    return target, name, env.write_config(dict(cfg, airflow={"executor": "local", "command": [target.airflow]}))
+
+
+def test_a_backup_from_a_newer_airflow_is_refused_before_anything_is_touched(env):
+    source, cfg = _backup(env, "3")
+    target, target_db, path = _deployment(env, "2", source, cfg)
+    done = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target_db), airflow=target)
+    assert done.returncode == 4, done.stderr
+    assert "newer Airflow" in done.stderr
+    assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (target_db,)) == []
+
+
+def test_an_older_backup_needs_migrate_and_then_works_on_the_newer_airflow(env):
+    # GIVEN a backup of Airflow 2, and a deployment of Airflow 3 to restore it into
+    source, cfg = _backup(env, "2")
+    target, target_db, path = _deployment(env, "3", source, cfg)
+    # WHEN restored without --migrate: refused, nothing touched
+    refused = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target_db), airflow=target)
+    assert refused.returncode == 4 and "--migrate" in refused.stderr
+    assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (target_db,)) == []
+    # WHEN restored with --migrate
+    done = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target_db), "--migrate", "--json",
+                        airflow=target)
+    assert done.returncode == 0, done.stderr
+    assert "airflow db migrate" in json.loads(done.stdout)["steps"]
+    # THEN Airflow 3 accepts the database and reads every connection and variable of the backup
+    target.cli("db", "check-migrations", "-t", "10")
+    restored, original = target.probe(), source.probe()
+    assert restored["connections"] == original["connections"]
+    assert restored["variables"] == original["variables"]
