@@ -143,12 +143,17 @@ class PruneResult:
 # --- planning -----------------------------------------------------------------------------------
 
 
-def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime) -> PrunePlan:
-    """Decide everything prune would do; reads the store, writes nothing. ``now`` is tz-aware."""
+def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime,
+               lock: StoreLock | None = None) -> PrunePlan:
+    """Decide everything prune would do; reads the store, writes nothing. ``now`` is tz-aware.
+
+    ``lock``: the writer lock this prune holds (then no backup can be running).
+    """
     policy = require_policy(cfg)
     records = list_backups(store, include_incomplete=True)
     holder = read_lock(store)
-    live = holder if holder and not is_stale(holder, now) else None
+    ours = lock is not None and holder is not None and holder.get("token") == lock.token
+    live = holder if holder and not ours and not is_stale(holder, now) else None
     running = running_attempt(records, live)
     complete = [r for r in records if r.state == "complete"]
     retention = plan_retention([Candidate(r.backup_id, r.finished_at, r.pinned) for r in complete], policy, now)

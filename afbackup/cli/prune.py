@@ -31,7 +31,7 @@ def prune(app: AppContext, dry_run: bool, confirm: bool, as_json: bool) -> int:
         _report(plan, None, as_json)
         return 0
     with StoreLock(store, "prune", ttl=cfg.backup.lock_ttl) as lock:
-        plan = plan_prune(store, cfg.retention, utcnow())
+        plan = plan_prune(store, cfg.retention, utcnow(), lock)
         result = execute_prune(store, plan, lock=lock)
     _report(plan, result, as_json)
     if not result.ok:

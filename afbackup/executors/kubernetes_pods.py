@@ -125,8 +125,9 @@ def api_error(code: int, message: str, access: tuple[str, str], what: str,
         match = _RBAC.search(message)
         who, verb, resource = (match.group("user", "verb", "resource") if match
                                else ("the service account", *access))
+        verbs = "create and get" if resource == "pods/exec" else verb  # websocket exec is checked as either
         return PreflightError(f"RBAC: {who} cannot {verb} {resource} in namespace {namespace}",
-                              hint=f"grant {verb} on {resource} (Role + RoleBinding)")
+                              hint=f"grant {verbs} on {resource} (Role + RoleBinding, see deploy/kubernetes/role.yaml)")
     if code == 401:
         return PreflightError("the Kubernetes API rejected the credentials (401 Unauthorized)",
                               hint="refresh the token or check kubernetes.context")

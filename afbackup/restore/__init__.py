@@ -131,8 +131,8 @@ def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None
             airflow_steps.migrate(ctx.agent, where)
             report.steps.append("airflow db migrate")
         report.fernet = airflow_steps.repair_fernet(ctx.agent, where, contents)
-        what = "re-encrypted under the target's Fernet key" if report.fernet["reencrypted"] else "decrypt"
-        report.steps.append(f"every connection and variable {what}, values equal to the backup")
+        what = "re-encrypted under" if report.fernet["reencrypted"] else "decrypts with"
+        report.steps.append(f"every connection and variable {what} the target's Fernet key; values equal the backup")
         return
     parts = set(ctx.options.parts) - {"db"}
     if not parts:

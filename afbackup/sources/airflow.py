@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any, Mapping, Sequence
 
 from afbackup.config.model import AirflowConfig
-from afbackup.errors import ConfigError, SourceError
+from afbackup.errors import AfbackupError, ConfigError, SourceError
 from afbackup.executors.base import Executor
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,11 @@ class AirflowAgent:
         source = agent_source()
         request = json.dumps({"ops": ops, "env": dict(env or {}), "database": database}).encode("utf-8")
         stdin = b"%d\n%s%d\n%s" % (len(source), source, len(request), request)
-        result = self.executor.run([*self.python, "-c", BOOTSTRAP], stdin=stdin, timeout=self.timeout)
+        try:
+            result = self.executor.run([*self.python, "-c", BOOTSTRAP], stdin=stdin, timeout=self.timeout)
+        except AfbackupError as exc:
+            exc.stage = exc.stage or stage  # name the step that needed the executor
+            raise
         reply = _parse_reply(result.stdout)
         if reply is None:
             if result.returncode != 0:
