@@ -192,7 +192,7 @@ def test_forbidden_names_verb_and_resource(cluster):
     line = info.value.one_line()
     assert "cannot create pods/exec in namespace airflow" in line
     assert "system:serviceaccount:airflow:afbackup" in line
-    assert "grant create on pods/exec" in line
+    assert "grant create and get on pods/exec" in line
 
 
 def test_missing_command_is_command_not_found(cluster):
