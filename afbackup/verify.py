@@ -87,13 +87,13 @@ def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress
         contents = read_archive(store, manifest, gpg, sinks, progress.advance)
         report.passed("object", f"{manifest.archive.key}: {manifest.archive.size} bytes, SHA-256 matches")
         report.passed("members", f"{len(manifest.members)} archive members match their SHA-256")
-        _check_toc(toc.toc, manifest, report)
-        _check_exports(contents, manifest, report)
+        check_toc(toc.toc, manifest, report)
+        check_exports(contents, manifest, report)
         if deep:
             _deep(cfg, manifest, pg_restore.path, sinks[1].path, spool, scratch_dsn, report)
 
 
-def _check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
+def check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
     schema = manifest.postgres["schema"]
     missing = [t for t in manifest.row_counts if f" TABLE DATA {schema} {t} " not in toc]
     if missing:
@@ -101,7 +101,7 @@ def _check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
     report.passed("dump", f"pg_restore --list reads the dump; data of {len(manifest.row_counts)} tables present")
 
 
-def _check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyReport) -> None:
+def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyReport) -> None:
     if manifest.exports is None:
         return
     for kind, expected in manifest.exports.items():

@@ -46,17 +46,20 @@ def _on_signal(signum, _frame) -> None:
 def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: int, log_format: str) -> None:
     """Backup and disaster recovery for Apache Airflow (metadata DB, connections, variables, pools)."""
     configure_logging(verbose - quiet, log_format)
-    ctx.obj = AppContext(config_path=config_path, verbosity=verbose - quiet, log_format=log_format)
+    app = ctx.ensure_object(AppContext)
+    app.config_path, app.verbosity, app.log_format = config_path, verbose - quiet, log_format
+    app.command = ctx.invoked_subcommand or ""
 
 
 def _register() -> None:
-    from afbackup.cli import backup, catalog, config_cmd, restore, verify
+    from afbackup.cli import backup, catalog, config_cmd, drill, restore, verify
     from afbackup.cli import check as check_cmd
     from afbackup.cli import prune as prune_cmd
 
     cli.add_command(backup.backup)
     cli.add_command(verify.verify)
     cli.add_command(restore.restore)
+    cli.add_command(drill.drill)
     cli.add_command(catalog.list_command)
     cli.add_command(catalog.show)
     cli.add_command(config_cmd.config)
@@ -70,9 +73,9 @@ def _register() -> None:
 _register()
 
 
-def _interrupted(exc: Terminated) -> int:
-    logger.error("interrupted by signal %d: stopped; nothing incomplete was committed", exc.signum)
-    return ExitCode.SIGNAL_BASE + exc.signum
+def _interrupted(exc: Terminated) -> tuple[int, str]:
+    return _failed(f"interrupted by signal {exc.signum}: stopped; nothing incomplete was committed",
+                   ExitCode.SIGNAL_BASE + exc.signum)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,31 +85,46 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    app = AppContext(config_path=None, verbosity=0, log_format="text")
+    code, error = ExitCode.UNEXPECTED, ""
     try:
-        code = cli.main(args=argv, prog_name="afbackup", standalone_mode=False)
-        return int(code or 0)
+        code, error = _run(argv, app)
+        return code
+    finally:
+        try:
+            app.finish(code, error)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _run(argv: list[str] | None, app: AppContext) -> tuple[int, str]:
+    """The command's exit code and its error line ("" on success)."""
+    try:
+        code = cli.main(args=argv, prog_name="afbackup", standalone_mode=False, obj=app)
+        return int(code or 0), ""
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, Terminated):  # click turns KeyboardInterrupt into Abort
             return _interrupted(exc.__cause__)
         click.echo("Aborted.", err=True)
-        return ExitCode.USAGE
+        return ExitCode.USAGE, "aborted"
     except click.ClickException as exc:
         exc.show()
-        return ExitCode.USAGE
+        return ExitCode.USAGE, exc.format_message()
     except ReportedFailure as exc:
-        logger.error(redact(str(exc)))
-        return exc.exit_code
+        return _failed(str(exc), exc.exit_code)
     except AfbackupError as exc:
-        logger.error(redact(exc.one_line()))
         logger.debug("exception details", exc_info=True)
-        return int(exc.exit_code)
+        return _failed(exc.one_line(), int(exc.exit_code))
     except Terminated as exc:
         return _interrupted(exc)
     except Exception as exc:  # the one place an unexpected error becomes exit 1
-        logger.error("unexpected error: %s: %s — run with -v for details and report it",
-                     type(exc).__name__, redact(str(exc)))
         logger.debug("exception details", exc_info=True)
-        return ExitCode.UNEXPECTED
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        return _failed(f"unexpected error: {type(exc).__name__}: {exc} — run with -v for details and report it",
+                       ExitCode.UNEXPECTED)
+
+
+def _failed(line: str, code: int) -> tuple[int, str]:
+    line = redact(line)
+    logger.error(line)
+    return int(code), line

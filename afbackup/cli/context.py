@@ -1,15 +1,26 @@
-"""What every command shares: the resolved settings (loaded lazily), output helpers."""
+"""What every command shares: the resolved settings (loaded lazily), its outcome, output helpers.
+
+Every command ends with one summary log line (``<command>: ok|FAILED … in N s``, with
+structured fields for JSON logs); backup, prune, verify and drill also notify
+(Slack, Pushgateway). A notification problem is a warning, never the command's result.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
+import time
 from typing import Any, Mapping
 
 import click
 
 from afbackup.config import Settings, load_settings
+from afbackup.log import event
+
+logger = logging.getLogger("afbackup.summary")
+NOTIFYING = frozenset({"backup", "prune", "verify", "drill"})
 
 
 @dataclasses.dataclass
@@ -18,13 +29,46 @@ class AppContext:
     verbosity: int
     log_format: str
     _settings: Settings | None = None
+    command: str = ""
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def record(self, **facts: Any) -> None:
+        """Facts for the summary line and the notification: backup_id, bytes, rows, extra."""
+        self.facts.update({key: value for key, value in facts.items() if value is not None})
+
+    def finish(self, exit_code: int, error: str = "") -> None:
+        """Log the summary line and send notifications; never raises."""
+        seconds = round(time.monotonic() - self.started, 3)
+        if not self.command:
+            return
+        shown = {k: v for k, v in self.facts.items() if k != "extra"}
+        words = " ".join(f"{k}={v}" for k, v in shown.items())
+        state = "ok" if exit_code == 0 else f"FAILED (exit {exit_code})"
+        logger.info("%s: %s in %.1fs%s", self.command, state, seconds, f" ({words})" if words else "",
+                    extra=event(action=self.command, state="complete" if exit_code == 0 else "failed",
+                                exit_code=exit_code, seconds=seconds, **shown))
+        if self.command in NOTIFYING and self._settings is not None:
+            self._notify(exit_code, error, seconds)
+
+    def _notify(self, exit_code: int, error: str, seconds: float) -> None:
+        from afbackup.notify import Outcome, notify
+
+        cfg = self._settings.config
+        try:
+            notify(cfg.notify, Outcome(command=self.command, ok=exit_code == 0, exit_code=exit_code,
+                                       seconds=seconds, backup_id=self.facts.get("backup_id", ""),
+                                       bytes=int(self.facts.get("bytes", 0)), rows=int(self.facts.get("rows", 0)),
+                                       error=error, extra=dict(self.facts.get("extra", {}))),
+                   instance=cfg.backup.name)
+        except Exception as exc:  # a notification must never change the command's result
+            logger.warning("notification failed: %s", exc)
 
     def settings(self, overrides: Mapping[str, Any] | None = None) -> Settings:
         """Resolve configuration once (flags given as ``overrides`` take precedence)."""
         if self._settings is None or overrides:
             self._settings = load_settings(self.config_path, overrides=overrides)
         return self._settings
-
 
     def fail(self, message: str, exit_code: int) -> None:
         """End a command that already printed its report: the error line, then the exit code."""

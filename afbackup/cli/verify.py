@@ -18,6 +18,7 @@ from afbackup.verify import run_verify
 def verify(app: AppContext, backup_ref: str, deep: bool, scratch_dsn: str, as_json: bool) -> int:
     """Prove a backup restorable: checksums, decryption, every member, the dump, the exports."""
     report = run_verify(app.settings(), backup_ref, deep=deep, scratch_dsn=scratch_dsn, progress=Progress("verify"))
+    app.record(backup_id=report.backup_id or None)
     if as_json:
         emit_json(report.as_dict())
     else:

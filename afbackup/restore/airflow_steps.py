@@ -104,7 +104,7 @@ def repair_fernet(agent: AirflowAgent, target: AirflowTarget, contents: ArchiveC
     elif broken["connections"] or broken["variables"]:
         raise SourceError("restored values do not decrypt with the target's Fernet key and the backup carries "
                           "no source key", stage="fernet", hint="add the source key to the target's fernet_key")
-    _require_equal(outcome["after"], "after the restore")
+    require_equal(outcome["after"], "after the restore")
     return {"reencrypted": outcome["reencrypted"], "undecryptable_before": broken,
             "checked": outcome["after"]["counts"]}
 
@@ -121,7 +121,7 @@ def import_parts(agent: AirflowAgent, target: AirflowTarget, contents: ArchiveCo
         request["variables"] = contents.json("airflow/variables_exact.json")
     expected = {k: v for k, v in expected_secrets(contents).items() if k in parts}
     _, check = _call(agent, target, [request, {"op": "secrets_check", "expected": expected}], "airflow import")
-    _require_equal(check, "after the import")
+    require_equal(check, "after the import")
     return {part: _count(contents, part) for part in sorted(parts)}
 
 
@@ -129,7 +129,7 @@ def _count(contents: ArchiveContents, part: str) -> int:
     return len(contents.json(f"airflow/{part}.json"))
 
 
-def _require_equal(check: dict[str, Any], when: str) -> None:
+def require_equal(check: dict[str, Any], when: str) -> None:
     broken, differ = check["undecryptable"], check["differ"]
     problems = [f"{kind} {', '.join(names)} do not decrypt" for kind, names in broken.items() if names]
     problems += [f"{kind} {', '.join(names)} differ from the backup" for kind, names in differ.items() if names]

@@ -1,0 +1,50 @@
+"""``afbackup drill``: verify + restore into a scratch DB + checks + RTO/RPO, with reports for CI."""
+
+from __future__ import annotations
+
+import click
+
+from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.config.units import parse_duration
+from afbackup.drill import DrillOptions, run_drill
+from afbackup.drill_report import markdown, write_reports
+from afbackup.errors import ExitCode
+from afbackup.progress import Progress
+
+
+def _duration(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("backup_ref", metavar="[BACKUP]", default="latest")
+@click.option("--scratch-dsn", metavar="DSN", default="", help="Server for the scratch database ([drill] scratch_dsn).")
+@click.option("--report", "report_dir", metavar="DIR", help="Write drill-report.json, .md and drill-junit.xml here.")
+@click.option("--rto-target", callback=_duration, metavar="DURATION", help="Fail when recovery takes longer.")
+@click.option("--rpo-target", callback=_duration, metavar="DURATION", help="Fail when the backup is older.")
+@click.option("--fernet-key-file", metavar="FILE", default="",
+              help="The escrowed source Fernet key: a restored connection must decrypt with it.")
+@click.option("--keep", is_flag=True, help="Keep the scratch database (default: drop it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
+@pass_app
+def drill(app: AppContext, backup_ref: str, scratch_dsn: str, report_dir: str | None, rto_target, rpo_target,
+          fernet_key_file: str, keep: bool, as_json: bool) -> int:
+    """Rehearse a disaster recovery; exit 10 when a check fails or a target is missed."""
+    options = DrillOptions(backup=backup_ref, scratch_dsn=scratch_dsn, keep=keep, rto_target=rto_target,
+                           rpo_target=rpo_target, fernet_key_file=fernet_key_file)
+    report = run_drill(app.settings(), options, Progress("drill"))
+    app.record(backup_id=report.backup_id or None,
+               extra={k: v for k, v in (("rto_seconds", report.rto_seconds), ("rpo_seconds", report.rpo_seconds))
+                      if v is not None})
+    if report_dir:
+        write_reports(report, report_dir)
+    emit_json(report.as_dict()) if as_json else emit(markdown(report))
+    if not report.ok:
+        failed = next(check for check in report.checks if check.ok is False)
+        app.fail(f"drill failed: {failed.name}: {failed.detail}", ExitCode.DRILL_FAILED)
+    return 0

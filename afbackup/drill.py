@@ -1,0 +1,235 @@
+"""``afbackup drill``: a disaster-recovery rehearsal that proves a backup restores into a usable Airflow DB.
+
+One download does it all: the archive is verified (signature, checksums, gpg,
+members, the dump's TOC, the exports) while the dump is spooled; it is then
+restored into a scratch database created for the drill, and checked: row
+counts and sequences against the manifest, the real Airflow CLI reading the
+restored database (through the executor), and a restored connection decrypting
+with the source Fernet key (the escrowed key when given as a secret input,
+else the key carried in the archive). RTO is the wall time from the start to a
+usable restored database; RPO is the backup's age when the drill started.
+Every step is a check in the report; a failed check or a missed target makes
+the drill exit 10. The scratch database is dropped unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from psycopg.conninfo import make_conninfo
+
+from afbackup import manifest as mf
+from afbackup.config import Settings
+from afbackup.crypto import Gpg
+from afbackup.dbcheck import check_restored
+from afbackup.errors import AfbackupError, ConfigError, DrillFailed, IntegrityError, SourceError
+from afbackup.executors import open_executor
+from afbackup.progress import Progress
+from afbackup.restore import airflow_steps, target
+from afbackup.sinks import SpoolSink, TocSink, private_dir
+from afbackup.sources.airflow import AirflowAgent, resolve_python
+from afbackup.sources.postgres import connect, password_from_file, tool_version
+from afbackup.storage import open_store
+from afbackup.unpack import read_archive, trusted_manifest
+from afbackup.verify import VerifyReport, check_exports, check_toc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: skipped (an earlier check failed)
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class DrillReport:
+    backup_id: str = ""
+    started_at: str = ""
+    scratch: str = ""
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    rto_target: float = 0.0
+    rpo_target: float = 0.0
+    checks: list[Check] = dataclasses.field(default_factory=list)
+    kept: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok is not False for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "ok": self.ok}
+
+
+@dataclasses.dataclass(frozen=True)
+class DrillOptions:
+    backup: str = "latest"
+    scratch_dsn: str = ""
+    keep: bool = False
+    rto_target: float | None = None
+    rpo_target: float | None = None
+    fernet_key_file: str = ""
+
+
+class _Steps:
+    """Runs named steps; after the first failure the rest are recorded as skipped."""
+
+    def __init__(self, report: DrillReport) -> None:
+        self.report = report
+
+    def run(self, name: str, step: Callable[[], str]) -> bool:
+        if not self.report.ok:
+            self.report.checks.append(Check(name, None, "skipped: an earlier check failed"))
+            return False
+        started = time.monotonic()
+        try:
+            detail, ok = step(), True
+        except AfbackupError as exc:
+            detail, ok = exc.one_line(), False
+        self.report.checks.append(Check(name, ok, detail, round(time.monotonic() - started, 3)))
+        return ok
+
+
+def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> DrillReport:
+    cfg = settings.config
+    scratch_dsn = options.scratch_dsn or cfg.drill.scratch_dsn
+    if not scratch_dsn:
+        raise ConfigError("the drill needs a scratch server: --scratch-dsn or [drill] scratch_dsn")
+    clock, started = time.monotonic(), mf.utcnow()
+    report = DrillReport(started_at=mf.iso(started), rto_target=_target(options.rto_target, cfg.drill.rto_target),
+                         rpo_target=_target(options.rpo_target, cfg.drill.rpo_target))
+    steps, state = _Steps(report), {}
+    store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
+    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    steps.run("select backup", lambda: _select(store, gpg, cfg, options.backup, started, report, state))
+    with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
+        steps.run("verify", lambda: _verify(store, gpg, cfg, spool, progress, state))
+        name = f"afbackup_drill_{secrets.token_hex(4)}"
+        state["dsn"] = make_conninfo(scratch_dsn, dbname=name)
+        try:
+            steps.run("restore", lambda: _restore(cfg, state, password, spool, report))
+            steps.run("database checks", lambda: _db_checks(cfg, state, password))
+            steps.run("airflow reads the database", lambda: _airflow_checks(cfg, state, password, options))
+            if report.ok:
+                report.rto_seconds = round(time.monotonic() - clock, 3)
+        finally:
+            _cleanup(state, password, cfg, options.keep, report)
+    steps.run("targets", lambda: _targets(report))
+    return report
+
+
+def _target(flag: float | None, configured: float) -> float:
+    return configured if flag is None else flag
+
+
+def _select(store, gpg: Gpg, cfg, ref: str, started, report: DrillReport, state: dict) -> str:
+    record = trusted_manifest(store, ref, gpg, cfg.encryption)
+    state["manifest"] = record.manifest
+    report.backup_id = record.backup_id
+    report.rpo_seconds = round((started - record.manifest.finished_at).total_seconds(), 3)
+    return f"backup {record.backup_id}, finished {mf.iso(record.manifest.finished_at)}"
+
+
+def _verify(store, gpg: Gpg, cfg, spool: Path, progress: Progress, state: dict) -> str:
+    manifest = state["manifest"]
+    state["pg_restore"] = tool_version("pg_restore", cfg.database.pg_bin_dir).path
+    toc, dump = TocSink(state["pg_restore"]), SpoolSink(spool / "airflow.pgdump")
+    progress.stage("drill: download → gpg → zstd → verify")
+    state["contents"] = read_archive(store, manifest, gpg, [toc, dump], progress.advance)
+    progress.close()
+    state["dump"] = dump.path
+    scratch = VerifyReport()
+    check_toc(toc.toc, manifest, scratch)
+    check_exports(state["contents"], manifest, scratch)
+    return "; ".join(check["detail"] for check in scratch.checks)
+
+
+def _restore(cfg, state: dict, password: str | None, spool: Path, report: DrillReport) -> str:
+    schema = state["manifest"].postgres["schema"]
+    timeout = cfg.database.connect_timeout
+    scratch = target.inspect_target(state["dsn"], password, schema, timeout)
+    target.prepare_target(scratch, password, schema, timeout)
+    state["scratch"] = scratch
+    report.scratch = f"{scratch.dbname} on {scratch.server}"
+    toc = target.read_toc(state["pg_restore"], state["dump"])
+    target.load_dump(state["pg_restore"], state["dsn"], password, state["dump"], toc, spool, schema,
+                     cfg.restore.jobs, timeout)
+    return f"restored into {report.scratch} with pg_restore ({cfg.restore.jobs} jobs)"
+
+
+def _db_checks(cfg, state: dict, password: str | None) -> str:
+    manifest = state["manifest"]
+    with connect(state["dsn"], password, cfg.database.connect_timeout) as conn:
+        findings = check_restored(conn, manifest.postgres["schema"], manifest.row_counts)
+    if findings:
+        raise IntegrityError("; ".join(str(f) for f in findings[:10]))
+    return f"{len(manifest.row_counts)} tables, {sum(manifest.row_counts.values())} rows and all sequences match"
+
+
+def _airflow_checks(cfg, state: dict, password: str | None, options: DrillOptions) -> str:
+    executor = open_executor(cfg.airflow)
+    if executor is None:
+        return "skipped: no executor configured (the restored database was not opened by Airflow)"
+    agent = AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
+    where = airflow_steps.airflow_target(state["dsn"], password, "target")
+    contents = state["contents"]
+    keys, source = _fernet_keys(options, contents)
+    expected = airflow_steps.expected_secrets(contents)
+    migrations, secrets_check = agent.call(
+        [{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]},
+         {"op": "secrets_check", "expected": {"connections": expected["connections"]}}],
+        env={**where.env, "AIRFLOW__CORE__FERNET_KEY": ",".join(keys)}, database=where.database,
+        stage="airflow checks")
+    if migrations["exit_code"] != 0:
+        raise SourceError(f"airflow db check-migrations exited with {migrations['exit_code']} on the restored DB")
+    airflow_steps.require_equal(secrets_check, f"with the {source}")
+    count = secrets_check["counts"]["connections"]
+    if not count:
+        return "airflow db check-migrations passed; no connection to decrypt"
+    return f"airflow db check-migrations passed; {count} connections decrypt with the {source}, values equal"
+
+
+def _fernet_keys(options: DrillOptions, contents) -> tuple[list[str], str]:
+    if options.fernet_key_file:
+        key = password_from_file(options.fernet_key_file, "--fernet-key-file")
+        return [key], "escrowed source Fernet key"
+    return contents.json("airflow/fernet.json").get("keys", []), "source Fernet key carried in the archive"
+
+
+def _targets(report: DrillReport) -> str:
+    missed = []
+    if report.rto_target and (report.rto_seconds or 0) > report.rto_target:
+        missed.append(f"RTO {report.rto_seconds:.1f}s > target {report.rto_target:g}s")
+    if report.rpo_target and (report.rpo_seconds or 0) > report.rpo_target:
+        missed.append(f"RPO {report.rpo_seconds:.1f}s > target {report.rpo_target:g}s")
+    if missed:
+        raise DrillFailed("; ".join(missed))
+    return f"RTO {report.rto_seconds}s (target {report.rto_target or '-'}), RPO {report.rpo_seconds}s " \
+           f"(target {report.rpo_target or '-'})"
+
+
+def _cleanup(state: dict, password: str | None, cfg, keep: bool, report: DrillReport) -> None:
+    scratch = state.get("scratch")
+    if scratch is None:
+        return
+    if keep:
+        report.kept = True
+        logger.info("kept the scratch database %s (--keep)", report.scratch)
+        return
+    try:
+        target.drop_database(scratch, password, cfg.database.connect_timeout)
+    except AfbackupError as exc:
+        logger.warning("could not drop the scratch database %s: %s", report.scratch, exc.one_line())
+
+
+def report_json(report: DrillReport) -> str:
+    return json.dumps(report.as_dict(), indent=2, sort_keys=True, default=str)
