@@ -67,24 +67,38 @@ class _Run:
     labels: Mapping[str, str]
     retention: Retention | None
     progress: Progress
+    pool: concurrent.futures.ThreadPoolExecutor
+    exports: concurrent.futures.Future | None  # the Airflow exports, started before everything else
 
 
-def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: Progress) -> _Run:
-    """Every check that needs no lock and writes nothing (also the whole of ``--dry-run``)."""
+def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: Progress,
+                   start_exports: bool = True) -> _Run:
+    """Every check that needs no lock and writes nothing (also the whole of ``--dry-run``).
+
+    The Airflow exports start first (``start_exports``): they only read, and the
+    Airflow interpreter's start-up is the longest single task of a backup, so it
+    overlaps with the preflight and the dump instead of trailing them.
+    """
     cfg = settings.config
-    store = open_store(cfg.storage)
-    gpg = Gpg(cfg.encryption)
-    gpg.check_recipients(cfg.encryption.recipients)
-    if cfg.encryption.sign_with:
-        gpg.check_signer(cfg.encryption.sign_with)
-    plan = plan_source(cfg)
     agent = None
     executor = open_executor(cfg.airflow)
     if executor is not None:
         agent = AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
+    exports = pool.submit(export_all, agent, cfg.airflow.tmp_dir) if agent and start_exports else None
+    try:
+        store = open_store(cfg.storage)
+        gpg = Gpg(cfg.encryption)
+        gpg.check_recipients(cfg.encryption.recipients)
+        if cfg.encryption.sign_with:
+            gpg.check_signer(cfg.encryption.sign_with)
+        plan = plan_source(cfg)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     started = mf.utcnow()
     return _Run(cfg, store, gpg, plan, agent, mf.new_backup_id(started), started, dict(labels),
-                object_retention(cfg.storage, started), progress)
+                object_retention(cfg.storage, started), progress, pool, exports)
 
 
 def object_retention(cfg: StorageConfig, now: dt.datetime) -> Retention | None:
@@ -131,25 +145,23 @@ def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, dict[str
     threads = cfg.backup.compression_threads or default_threads()
     stream = BackupStream(run.gpg, cfg.encryption.recipients, level=cfg.backup.compression_level,
                           threads=threads, on_bytes=run.progress.advance)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
     snapshot = Snapshot(connect(plan.dsn, plan.password, cfg.database.connect_timeout, autocommit=False),
                         cfg.database.lock_wait_timeout)
     inner: dict[str, Any] = {}
     try:
-        exports = pool.submit(export_all, run.agent, cfg.airflow.tmp_dir) if run.agent else None
-        counts = pool.submit(_count_rows, snapshot, plan)
+        counts = run.pool.submit(_count_rows, snapshot, plan)
         argv = pg_dump_argv(plan.pg_dump.path, plan.dsn, plan.scope,
                             lock_wait_timeout=cfg.database.lock_wait_timeout, snapshot=snapshot.snapshot_id)
         env = child_env({"PGPASSWORD": plan.password} if plan.password else {})
         run.progress.stage("backup: dump → zstd → gpg → upload")
         with ChildProcess(argv, stage="pg_dump", env=env, hint_for=pg_dump_hint) as dump:
             _widen_pipe(dump.stdout)
-            chunks = _archive_chunks(run, dump, counts, exports, lock, inner)
+            chunks = _archive_chunks(run, dump, counts, run.exports, lock, inner)
             outcome = stream.upload(chunks, run.store, mf.key_of(run.backup_id, mf.ARCHIVE_NAME), run.retention)
     finally:
         stream.close()
         snapshot.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+        run.pool.shutdown(wait=True, cancel_futures=True)
         run.progress.close()
     return outcome, inner
 

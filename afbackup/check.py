@@ -173,8 +173,8 @@ def _check_bucket(cfg: Config) -> tuple[str, str, ObjectStore]:
         store.put_bytes(PROBE_KEY, probe, create_only=True)
         how = f"created the write probe {PROBE_KEY}"
     except AlreadyExists:
-        how = "create-only write probe authorised (nothing written)"
-    return OK, f"{store.describe()} reachable, listable and writable ({how})", store
+        how = "the create-only write probe was authorised; nothing written"
+    return OK, f"{store.describe()} reachable, listable and writable: {how}", store
 
 
 def _check_executor(cfg: Config) -> tuple[str, str, None]:

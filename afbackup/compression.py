@@ -22,9 +22,9 @@ READ_SIZE = 1 << 20
 
 
 def default_threads() -> int:
-    """Worker threads for zstd: 0 (in the caller's thread) on one core, else cores - 1, at most 4."""
+    """Worker threads for zstd: none below 4 cores (pg_dump, the server and gpg need them), else cores - 2."""
     cores = os.cpu_count() or 1
-    return 0 if cores <= 1 else min(cores - 1, 4)
+    return 0 if cores < 4 else min(cores - 2, 4)
 
 
 def compress_chunks(chunks: Iterable[bytes], *, level: int, threads: int) -> Iterator[bytes]:

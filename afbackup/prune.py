@@ -1,32 +1,28 @@
 """``afbackup prune``: apply the retention policy and clean up what failed runs left.
 
-``plan_prune`` reads the store and decides (no writes):
-- complete backups: keep or delete, by the pure planner ``afbackup.retention``;
-- failed and incomplete attempts (no manifest) older than ``[retention]
-  incomplete_after``: delete, unless a live backup holds the writer lock and
-  the attempt is that run's ("running");
-- multipart uploads (on a filesystem: partial files) under ``v1/backups/``
-  started longer ago than ``incomplete_after``: abort;
-- damaged backups (a manifest that does not parse): reported, never deleted.
+``plan_prune`` reads the store and decides (no writes): complete backups are
+kept or deleted by the pure planner ``afbackup.retention``; failed and
+incomplete attempts (no manifest) older than ``[retention] incomplete_after``
+are deleted, except the attempt of a backup holding a live writer lock
+("running"); multipart uploads (on a filesystem: partial files) older than
+that are aborted; damaged backups (a manifest that does not parse) are
+reported, never deleted.
 
-``execute_prune`` deletes what the plan says, one backup at a time, under the
-writer lock taken by the caller. Per backup it deletes ``manifest.json``
-FIRST, then the signature, then the data, then ``attempt.json``: the backup
-stops counting before any of its data goes, so an interrupted or failing prune
-leaves an incomplete attempt (cleaned up by the next prune), never a manifest
-pointing at missing data. (WAL-G deletes its sentinel first for the same
-reason; writing follows the opposite order, manifest last.)
+``execute_prune`` deletes, one backup at a time, under the writer lock the
+caller holds: ``manifest.json`` FIRST, then the signature, then the data, then
+``attempt.json``. The backup stops counting before any of its data goes, so an
+interrupted or failing prune leaves an incomplete attempt (cleaned up by the
+next prune), never a manifest pointing at missing data (WAL-G deletes its
+sentinel first for the same reason; a backup writes it last).
 
-Object Lock: before deleting, every object of the backup is HEADed; if any is
-still under retention the whole backup is skipped and reported (it stays
-complete and restorable) and is not counted as deleted; a later prune deletes
-it once the lock has expired. In a versioned bucket (Object Lock requires
-versioning) a DELETE without a version id only adds a delete marker: the data
-stays as a noncurrent version until a ``NoncurrentVersionExpiration``
-lifecycle rule removes it. A ``DeleteFailure`` is an error (exit 6) reported
-after the rest was attempted.
+Object Lock: every object is HEADed first; if any is still under retention
+the whole backup is skipped and reported (it stays complete and restorable),
+not counted as deleted, and deleted by a later prune once the lock expired.
+In a versioned bucket (Object Lock implies versioning) a DELETE without a
+version id only adds a delete marker: the data stays as a noncurrent version
+until a ``NoncurrentVersionExpiration`` lifecycle rule removes it. A
+``DeleteFailure`` is an error (exit 6), reported after the rest was attempted.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -139,8 +135,6 @@ class PruneResult:
                 "skipped_pinned": self.pinned,
                 "failures": [dataclasses.asdict(f) for f in self.failures]}
 
-
-# --- planning -----------------------------------------------------------------------------------
 
 
 def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime,
@@ -264,8 +258,6 @@ def format_age(seconds: float) -> str:
     return f"{minutes}m" if minutes else f"{secs}s"
 
 
-# --- execution ----------------------------------------------------------------------------------
-
 
 def execute_prune(store: ObjectStore, plan: PrunePlan, *, lock: StoreLock | None = None) -> PruneResult:
     """Delete what ``plan`` says; never raises for a single item (see ``PruneResult.failures``).
@@ -368,8 +360,6 @@ def _abort(store: ObjectStore, upload: PendingUpload, result: PruneResult) -> No
     logger.info("aborted the unfinished upload of %s (started %s)", upload.key, mf.iso(upload.initiated),
                 extra=event(action="prune", key=upload.key, state="abort"))
 
-
-# --- break-lock ---------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)

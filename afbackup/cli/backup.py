@@ -32,8 +32,9 @@ def backup(app: AppContext, dry_run: bool, labels: tuple[str, ...], as_json: boo
     """Back up the Airflow metadata DB, connections, variables and pools."""
     settings = app.settings()
     progress = Progress("backup")
-    run = prepare_backup(settings, labels=_labels(labels), progress=progress)
+    run = prepare_backup(settings, labels=_labels(labels), progress=progress, start_exports=not dry_run)
     if dry_run:
+        run.pool.shutdown()
         progress.close()
         plan = _plan(run)
         emit_json(plan) if as_json else emit(_plan_text(plan))

@@ -47,4 +47,4 @@ def _print(report: CheckReport, as_json: bool) -> None:
         emit_json(doc)
         return
     for entry in report.entries:
-        emit(f"{entry.status.upper() if entry.status != 'ok' else 'ok':<5} {entry.name:<10} {entry.detail}")
+        emit(f"{entry.status.upper() if entry.status != 'ok' else 'ok':<5} {entry.name:<11} {entry.detail}")

@@ -58,12 +58,12 @@ def plan_lines(plan: PrunePlan) -> list[str]:
              "are cleaned up"]
     if plan.holder:
         lines.append(f"lock: held by {describe_holder(plan.holder)}")
-    lines.append(f"{'BACKUP ID':<24} {'FINISHED':<24} {'ACTION':<7} WHY")
-    lines += [f"{i.backup_id:<24} {iso(i.finished_at) or '-':<24} {i.action:<7} {'; '.join(i.reasons)}"
+    lines.append(f"{'BACKUP ID':<24} {'FINISHED':<25} {'ACTION':<7} WHY")
+    lines += [f"{i.backup_id:<24} {iso(i.finished_at) or '-':<25} {i.action:<7} {'; '.join(i.reasons)}"
               for i in plan.backups] or ["(no complete backups)"]
     if plan.attempts:
         lines.append("attempts without a manifest (failed or killed runs):")
-        lines += [f"{i.backup_id:<24} {i.state:<24} {i.action:<7} {'; '.join(i.reasons)}" for i in plan.attempts]
+        lines += [f"{i.backup_id:<24} {i.state:<25} {i.action:<7} {'; '.join(i.reasons)}" for i in plan.attempts]
     if plan.uploads:
         lines.append("unfinished uploads:")
         lines += [f"{u.upload.key}  {'abort' if u.abort else 'keep'}  {u.reason}" for u in plan.uploads]
@@ -80,17 +80,22 @@ def _counts(plan: PrunePlan) -> tuple[int, int, int, int]:
     return backups, attempts, objects, sum(1 for u in plan.uploads if u.abort)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _summary(plan: PrunePlan) -> str:
     backups, attempts, objects, uploads = _counts(plan)
-    return (f"dry run: would delete {backups} of {len(plan.backups)} backups and {attempts} failed/incomplete "
-            f"attempts ({objects} objects) and abort {uploads} uploads; nothing was changed "
-            "(run with --confirm to delete)")
+    return (f"dry run: would delete {backups} of {_n(len(plan.backups), 'backup')} and "
+            f"{_n(attempts, 'failed or killed attempt')} ({_n(objects, 'object')}), abort {_n(uploads, 'upload')}; "
+            "nothing was changed (run with --confirm to delete)")
 
 
 def result_line(plan: PrunePlan, result: PruneResult) -> str:
     kept = len(plan.backups) - len(result.deleted)
-    return (f"deleted {len(result.deleted)} backups and {len(result.cleaned)} failed/incomplete attempts "
-            f"({result.objects} objects), aborted {len(result.aborted)} uploads; {kept} backups remain"
+    return (f"deleted {_n(len(result.deleted), 'backup')} and {_n(len(result.cleaned), 'failed or killed attempt')}"
+            f" ({_n(result.objects, 'object')}), aborted {_n(len(result.aborted), 'upload')}; "
+            f"{_n(kept, 'backup')} remain"
             + (f"; {len(result.locked)} skipped under Object Lock" if result.locked else "")
             + (f"; {len(result.pinned)} pinned meanwhile" if result.pinned else ""))
 

@@ -173,7 +173,7 @@ class NotifyConfig(Section):
 
 
 class BackupConfig(Section):
-    compression_level: int = Field(3, ge=1, le=19)
+    compression_level: int = Field(1, ge=1, le=19)
     compression_threads: int = Field(0, ge=0, le=64)
     lock_ttl: Duration = 1800.0
     name: str = "airflow"

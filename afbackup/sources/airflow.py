@@ -92,7 +92,7 @@ class AirflowAgent:
         dbname, query) points its Airflow at another database, keeping its own SQLAlchemy driver.
         """
         source = agent_source()
-        request = json.dumps({"ops": ops, "env": dict(env or {}), "database": database}).encode("utf-8")
+        request = json.dumps({"ops": ops, "env": dict(env or {}), "database": database}).encode()
         stdin = b"%d\n%s%d\n%s" % (len(source), source, len(request), request)
         try:
             result = self.executor.run([*self.python, "-c", BOOTSTRAP], stdin=stdin, timeout=self.timeout)

@@ -84,6 +84,18 @@ def _private_dir(base):
         shutil.rmtree(path, ignore_errors=True)
 
 
+_PARSER = []
+
+
+def _parser():
+    """Airflow's CLI parser, built once per agent run (building it is not free)."""
+    if not _PARSER:
+        from airflow.cli import cli_parser
+
+        _PARSER.append(cli_parser.get_parser())
+    return _PARSER[0]
+
+
 def _run_cli(argv, capture_dir=None):
     """Run one Airflow CLI command in-process; return (exit code, its stdout if captured).
 
@@ -91,15 +103,13 @@ def _run_cli(argv, capture_dir=None):
     it, stdout is a real file in that directory: some commands need
     ``sys.stdout.fileno()``, which an in-memory buffer does not have.
     """
-    from airflow.cli import cli_parser
-
     code = 0
     with contextlib.ExitStack() as stack:
         if capture_dir:
             sink = stack.enter_context(tempfile.TemporaryFile(mode="w+", dir=capture_dir, encoding="utf-8"))
             stack.enter_context(contextlib.redirect_stdout(sink))
         try:
-            args = cli_parser.get_parser().parse_args(argv)
+            args = _parser().parse_args(argv)
             args.func(args)
         except SystemExit as exc:
             if isinstance(exc.code, int):
