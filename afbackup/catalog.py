@@ -1,9 +1,11 @@
 """The catalog: which backups exist, in which state, newest first.
 
-A backup is complete only when its manifest exists; ordering and ``latest``
-use the manifest's finish time, never key names or storage timestamps.
-Attempts without a manifest are ``failed`` (a failure record exists) or
-``incomplete`` (killed, or still running) and are shown only by ``--all``.
+A backup is complete only when its manifest exists and no prune has started
+deleting it (``deleting``: prune's tombstone is there); ordering and
+``latest`` use the manifest's finish time, never key names or storage
+timestamps. Attempts without a manifest are ``failed`` (a failure record
+exists), ``running`` (the writer lock's holder), or ``incomplete`` (killed),
+and are shown only by ``--all``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from afbackup import manifest as mf
 from afbackup.errors import AfbackupError, IntegrityError, NotFoundError, UsageError
+from afbackup.lock import is_stale, read_lock
 from afbackup.storage.base import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -24,7 +27,7 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class BackupRecord:
     backup_id: str
-    state: str  # complete | failed | incomplete | damaged
+    state: str  # complete | failed | running | incomplete | deleting | damaged
     manifest: mf.Manifest | None
     keys: tuple[str, ...]
     detail: str = ""
@@ -64,12 +67,44 @@ def list_backups(store: ObjectStore, *, include_incomplete: bool = False) -> lis
     if not include_incomplete:
         return complete
     others = sorted((r for r in records if r.state != "complete"), key=lambda r: r.backup_id, reverse=True)
+    running = running_attempt(others, read_lock(store))
+    others = [dataclasses.replace(r, state="running", detail="its backup holds the writer lock")
+              if r.backup_id == running else r for r in others]
     return complete + others
+
+
+def running_attempt(records: list[BackupRecord], holder: dict[str, Any] | None) -> str | None:
+    """The attempt of the backup that holds a live writer lock, if any.
+
+    The lock names no backup id, but a backup takes its id before the lock and
+    writes ``attempt.json`` right after it: its attempt is the newest
+    incomplete one that started no later than the lock. Erring here only keeps
+    an old attempt one prune longer.
+    """
+    if not holder or holder.get("operation") != "backup" or is_stale(holder, mf.utcnow()):
+        return None
+    locked_at = _parse_time(holder.get("started_at"))
+    candidates = [r for r in records if r.state == "incomplete"
+                  and (locked_at is None or r.started_at is None or r.started_at <= locked_at)]
+    if not candidates:
+        return None
+    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return max(candidates, key=lambda r: (r.started_at or oldest, r.backup_id)).backup_id
+
+
+def _parse_time(text: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _record(store: ObjectStore, backup_id: str, names: list[str], pinned: bool) -> BackupRecord:
     keys = tuple(mf.key_of(backup_id, name) for name in sorted(names))
     started = _started_from_id(backup_id)
+    if mf.DELETING_NAME in names:
+        return BackupRecord(backup_id, "deleting", None, keys, "a prune began deleting it; the next prune finishes",
+                            started, pinned)
     if mf.MANIFEST_NAME in names:
         try:
             manifest = read_manifest(store, backup_id)

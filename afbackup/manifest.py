@@ -30,6 +30,7 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
 ATTEMPT_NAME = "attempt.json"
 FAILED_NAME = "failed.json"
+DELETING_NAME = "deleting.json"  # prune's tombstone: written first, deleted last
 ARCHIVE_MANIFEST_MEMBER = "manifest.json"
 
 

@@ -9,11 +9,12 @@ that are aborted; damaged backups (a manifest that does not parse) are
 reported, never deleted.
 
 ``execute_prune`` deletes, one backup at a time, under the writer lock the
-caller holds: ``manifest.json`` FIRST, then the signature, then the data, then
-``attempt.json``. The backup stops counting before any of its data goes, so an
-interrupted or failing prune leaves an incomplete attempt (cleaned up by the
-next prune), never a manifest pointing at missing data (WAL-G deletes its
-sentinel first for the same reason; a backup writes it last).
+caller holds, in two phases: first a tombstone (``deleting.json``) is written,
+which takes the backup out of ``list``, ``latest`` and restore at once; then
+the data, the signature, ``attempt.json``, the manifest LAST, and the
+tombstone. An interrupted or failing prune therefore never leaves a backup
+that looks complete but is not: it leaves one in state "deleting", which the
+next prune finishes (the two-phase delete of RELIABILITY D.29).
 
 Object Lock: every object is HEADed first; if any is still under retention
 the whole backup is skipped and reported (it stays complete and restorable),
@@ -28,14 +29,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from afbackup import manifest as mf
 from afbackup.catalog import BackupRecord, list_backups
-from afbackup.config.model import RetentionConfig
+from afbackup.crypto import Gpg
+from afbackup.config.model import EncryptionConfig, RetentionConfig
 from afbackup.config.units import format_duration
-from afbackup.errors import AfbackupError, ConfigError, LockedError, NotFoundError, StorageError
-from afbackup.lock import WRITER_LOCK, StoreLock, describe_holder, is_stale, read_lock
+from afbackup.errors import AfbackupError, ConfigError, CryptoError, NotFoundError
+from afbackup.lock import StoreLock, describe_holder, is_stale, read_lock
 from afbackup.log import event
 from afbackup.pins import is_pinned
 from afbackup.retention import Candidate, Policy, plan_retention
@@ -137,18 +139,19 @@ class PruneResult:
 
 
 
-def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime,
-               lock: StoreLock | None = None) -> PrunePlan:
+def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime, lock: StoreLock | None = None,
+               distrust: Callable[[BackupRecord], str] | None = None) -> PrunePlan:
     """Decide everything prune would do; reads the store, writes nothing. ``now`` is tz-aware.
 
     ``lock``: the writer lock this prune holds (then no backup can be running).
+    ``distrust``: what is wrong with a complete backup's manifest ("" if nothing), see ``signature_checker``.
     """
     policy = require_policy(cfg)
-    records = list_backups(store, include_incomplete=True)
+    records = [_trusted(r, distrust) for r in list_backups(store, include_incomplete=True)]
     holder = read_lock(store)
     ours = lock is not None and holder is not None and holder.get("token") == lock.token
     live = holder if holder and not ours and not is_stale(holder, now) else None
-    running = running_attempt(records, live)
+    running = next((r.backup_id for r in records if r.state == "running"), None)
     complete = [r for r in records if r.state == "complete"]
     retention = plan_retention([Candidate(r.backup_id, r.finished_at, r.pinned) for r in complete], policy, now)
     by_id = {r.backup_id: r for r in complete}
@@ -156,11 +159,44 @@ def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime,
                          by_id[d.backup_id].finished_at, by_id[d.backup_id].pinned) for d in retention.decisions)
     written = _newest_write(store)
     attempts = tuple(_attempt_item(r, running, live, written.get(r.backup_id), now, cfg.incomplete_after)
-                     for r in records if r.state in ("failed", "incomplete"))
+                     for r in records if r.state in ("failed", "incomplete", "running"))
+    attempts += tuple(Item(r.backup_id, "deleting", DELETE, ("an earlier prune was interrupted while deleting it",),
+                           r.keys, pinned=r.pinned) for r in records if r.state == "deleting")
     damaged = tuple(Item(r.backup_id, "damaged", REPORT, (r.detail, DAMAGED_HINT), r.keys, pinned=r.pinned)
                     for r in records if r.state == "damaged")
     uploads = tuple(_upload_item(u, running, now, cfg.incomplete_after) for u in store.pending_uploads(mf.BACKUPS))
     return PrunePlan(now, policy, cfg.incomplete_after, backups, attempts, damaged, uploads, live)
+
+
+def signature_checker(store: ObjectStore, enc: EncryptionConfig) -> Callable[[BackupRecord], str] | None:
+    """With ``trusted_signers``, prune counts only manifests they signed (restore's rule); else None.
+
+    A forged manifest must not push real backups out of ``keep_last``: an
+    unsigned or badly signed one is treated as damaged (reported, never deleted).
+    """
+    if not enc.trusted_signers and not enc.signatures_required:
+        return None
+    gpg = Gpg(enc)
+
+    def problem(record: BackupRecord) -> str:
+        manifest_key, sig_key = (mf.key_of(record.backup_id, n) for n in (mf.MANIFEST_NAME, mf.SIGNATURE_NAME))
+        if store.head(sig_key) is None:
+            return "its manifest is not signed" if enc.signatures_required else ""
+        try:
+            gpg.verify_detached(store.get_bytes(manifest_key), store.get_bytes(sig_key), enc.trusted_signers,
+                                manifest_key)
+        except CryptoError as exc:
+            return exc.one_line()
+        return ""
+
+    return problem
+
+
+def _trusted(record: BackupRecord, distrust: Callable[[BackupRecord], str] | None) -> BackupRecord:
+    problem = distrust(record) if distrust and record.state == "complete" else ""
+    if not problem:
+        return record
+    return dataclasses.replace(record, state="damaged", manifest=None, detail=f"untrusted: {problem}")
 
 
 def require_policy(cfg: RetentionConfig) -> Policy:
@@ -170,32 +206,6 @@ def require_policy(cfg: RetentionConfig) -> Policy:
         raise ConfigError("no retention policy configured, refusing to prune",
                           hint="set keep_last / keep_daily / … in [retention]")
     return policy
-
-
-def running_attempt(records: Sequence[BackupRecord], holder: dict[str, Any] | None) -> str | None:
-    """The attempt of the backup that holds a live writer lock, if any.
-
-    The lock names no backup id, but a backup takes its id before the lock and
-    writes ``attempt.json`` right after it: its attempt is the newest
-    incomplete one that started no later than the lock. Erring here only keeps
-    an old attempt one prune longer.
-    """
-    if not holder or holder.get("operation") != "backup":
-        return None
-    locked_at = _parse_time(holder.get("started_at"))
-    candidates = [r for r in records if r.state == "incomplete"
-                  and (locked_at is None or r.started_at is None or r.started_at <= locked_at)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda r: (r.started_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc),
-                                          r.backup_id)).backup_id
-
-
-def _parse_time(text: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _newest_write(store: ObjectStore) -> dict[str, dt.datetime]:
@@ -288,7 +298,16 @@ def _delete_item(store: ObjectStore, item: Item, result: PruneResult) -> None:
     if locked:
         _report_locked(item, locked, result)
         return
-    for batch in deletion_order(item.keys):
+    keys, ours = list(item.keys), set()
+    if item.state == "complete":
+        try:
+            ours.add(_tombstone(store, item))
+            keys += ours
+        except AfbackupError as exc:
+            result.failures.append(DeleteFailure(item.backup_id, exc.kind, exc.one_line()))
+            logger.error("prune could not mark %s for deletion: %s", item.backup_id, exc.one_line())
+            return
+    for batch in deletion_order(keys):
         failures = _delete_batch(store, batch)
         if failures:
             result.failures += failures
@@ -296,7 +315,7 @@ def _delete_item(store: ObjectStore, item: Item, result: PruneResult) -> None:
                          "; ".join(f"{f.code} {f.message}".strip() for f in failures),
                          extra=event(action="prune", backup_id=item.backup_id, state="failed"))
             return
-        result.objects += len(batch)
+        result.objects += len(set(batch) - ours)  # our own tombstone is not one of the backup's objects
     (result.deleted if item.state == "complete" else result.cleaned).append(item.backup_id)
     logger.info("deleted %s %s (%d objects): %s", "backup" if item.state == "complete" else f"{item.state} attempt",
                 item.backup_id, len(item.keys), "; ".join(item.reasons),
@@ -304,15 +323,27 @@ def _delete_item(store: ObjectStore, item: Item, result: PruneResult) -> None:
 
 
 def deletion_order(keys: Iterable[str]) -> list[list[str]]:
-    """Batches in the order they are deleted: manifest, signature, data, attempt record.
+    """Batches in the order they are deleted: data, signature, attempt record, manifest, tombstone.
 
+    The tombstone (``deleting.json``, written before the first delete) hides the
+    backup from list/restore/latest while it is being deleted, so the data can
+    go first and the manifest last without an interrupted prune ever leaving a
+    backup that looks complete but is not; the next prune finishes the job.
     Each batch is its own request: S3 does not order the keys of one DeleteObjects call.
     """
-    ranks = {mf.MANIFEST_NAME: 0, mf.SIGNATURE_NAME: 1, mf.ATTEMPT_NAME: 3}
-    batches: list[list[str]] = [[], [], [], []]
+    ranks = {mf.SIGNATURE_NAME: 1, mf.ATTEMPT_NAME: 2, mf.MANIFEST_NAME: 3, mf.DELETING_NAME: 4}
+    batches: list[list[str]] = [[], [], [], [], []]
     for key in sorted(keys):
-        batches[ranks.get(key.rsplit("/", 1)[-1], 2)].append(key)
+        batches[ranks.get(key.rsplit("/", 1)[-1], 0)].append(key)
     return [batch for batch in batches if batch]
+
+
+def _tombstone(store: ObjectStore, item: Item) -> str:
+    """Mark a backup as being deleted (catalog state "deleting"); returns the tombstone's key."""
+    key = mf.key_of(item.backup_id, mf.DELETING_NAME)
+    store.put_bytes(key, mf.dump_manifest({"backup_id": item.backup_id, "deleting_since": mf.iso(mf.utcnow()),
+                                           "reasons": list(item.reasons)}), create_only=False)
+    return key
 
 
 def _locked(store: ObjectStore, item: Item, result: PruneResult) -> list[tuple[str, Any]] | None:
@@ -361,37 +392,3 @@ def _abort(store: ObjectStore, upload: PendingUpload, result: PruneResult) -> No
                 extra=event(action="prune", key=upload.key, state="abort"))
 
 
-
-@dataclasses.dataclass(frozen=True)
-class BrokenLock:
-    holder: dict[str, Any] | None  # None: there was no lock
-    stale: bool
-    removed: bool
-
-
-def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) -> BrokenLock:
-    """Remove the writer lock: a stale one with ``yes``, a live one only with ``force`` as well.
-
-    Without ``yes`` nothing is removed (the caller shows the holder and exits 2).
-    A live holder whose lock is forced away notices at its next refresh and
-    aborts without committing. The lock is read again just before deleting;
-    if it changed (refreshed or taken by another run) nothing is removed.
-    """
-    holder = read_lock(store)
-    if holder is None:
-        return BrokenLock(None, False, False)
-    stale = is_stale(holder, now)
-    if not yes:
-        return BrokenLock(holder, stale, False)
-    if not stale and not force:
-        raise LockedError(f"the lock is live: {describe_holder(holder)}",
-                          hint="wait for the run to finish; if you know its holder is dead, add --force")
-    if read_lock(store) != holder:
-        raise LockedError("the lock changed while breaking it (refreshed or taken by another run)",
-                          hint="run `afbackup break-lock` again to see the current holder")
-    failures = store.delete([WRITER_LOCK])
-    if failures:
-        raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
-    logger.warning("removed %s lock held by %s", "stale" if stale else "LIVE", describe_holder(holder),
-                   extra=event(action="break-lock", state="removed", stale=stale))
-    return BrokenLock(holder, stale, True)

@@ -5,22 +5,12 @@ from __future__ import annotations
 import click
 
 from afbackup.check import CheckReport, CheckEntry, run_check
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
-from afbackup.config.units import parse_duration
+from afbackup.cli.context import AppContext, duration, emit, emit_json, pass_app
 from afbackup.errors import ConfigError
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command()
-@click.option("--max-age", metavar="DURATION", callback=_duration,
+@click.option("--max-age", metavar="DURATION", callback=duration,
               help="Fail (exit 8) when the newest complete backup is older (e.g. 26h). Default: [check] max_age.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app

@@ -8,6 +8,7 @@ structured fields for JSON logs); backup, prune, verify and drill also notify
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -32,6 +33,7 @@ class AppContext:
     command: str = ""
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.monotonic)
+    running: bool = False  # the command body started (``--help`` and usage errors never get here)
 
     def record(self, **facts: Any) -> None:
         """Facts for the summary line and the notification: backup_id, bytes, rows, extra."""
@@ -40,7 +42,7 @@ class AppContext:
     def finish(self, exit_code: int, error: str = "") -> None:
         """Log the summary line and send notifications; never raises."""
         seconds = round(time.monotonic() - self.started, 3)
-        if not self.command:
+        if not self.command or not self.running:
             return
         shown = {k: v for k, v in self.facts.items() if k != "extra"}
         words = " ".join(f"{k}={v}" for k, v in shown.items())
@@ -83,7 +85,28 @@ class ReportedFailure(Exception):
         self.exit_code = exit_code
 
 
-pass_app = click.make_pass_decorator(AppContext)
+def pass_app(command):
+    """Pass the AppContext to a command, and mark that the command really ran (not just --help)."""
+
+    @click.pass_context
+    def run_command(ctx: click.Context, *args, **kwargs):
+        app = ctx.ensure_object(AppContext)
+        app.running = True
+        return ctx.invoke(command, app, *args, **kwargs)
+
+    return functools.update_wrapper(run_command, command)
+
+
+def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    """click callback: ``"26h"`` -> seconds (a bad value is a usage error, exit 2)."""
+    if value is None:
+        return None
+    from afbackup.config.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def emit_json(doc: Any) -> None:

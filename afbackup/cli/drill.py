@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import click
 
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
-from afbackup.config.units import parse_duration
+from afbackup.cli.context import AppContext, duration, emit, emit_json, pass_app
 from afbackup.drill import DrillOptions, run_drill
 from afbackup.drill_report import markdown, write_reports
 from afbackup.errors import ExitCode
 from afbackup.progress import Progress
 
 
-def _duration(_ctx, _param, value):
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command()
 @click.argument("backup_ref", metavar="[BACKUP]", default="latest")
 @click.option("--scratch-dsn", metavar="DSN", default="", help="Server for the scratch database ([drill] scratch_dsn).")
 @click.option("--report", "report_dir", metavar="DIR", help="Write drill-report.json, .md and drill-junit.xml here.")
-@click.option("--rto-target", callback=_duration, metavar="DURATION", help="Fail when recovery takes longer.")
-@click.option("--rpo-target", callback=_duration, metavar="DURATION", help="Fail when the backup is older.")
+@click.option("--rto-target", callback=duration, metavar="DURATION", help="Fail when recovery takes longer.")
+@click.option("--rpo-target", callback=duration, metavar="DURATION", help="Fail when the backup is older.")
 @click.option("--fernet-key-file", metavar="FILE", default="",
               help="The escrowed source Fernet key: a restored connection must decrypt with it.")
 @click.option("--keep", is_flag=True, help="Keep the scratch database (default: drop it).")
