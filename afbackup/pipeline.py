@@ -63,8 +63,7 @@ class BackupStream:
         return next_chunk
 
     def close(self, timeout: float = 60) -> None:
-        """Stop and join the encryption thread (call after the producer's process is gone)."""
-        self.cancel.set() if self._encrypt and self._encrypt.error else None
+        """Join the encryption thread (call after the producer's process is gone)."""
         if self._encrypt:
             self._encrypt.join(timeout)
 

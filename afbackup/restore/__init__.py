@@ -130,6 +130,10 @@ def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None
         if ctx.schema_action == "migrate":
             airflow_steps.migrate(ctx.agent, where)
             report.steps.append("airflow db migrate")
+        if ctx.manifest.exports is None:
+            logger.warning("backup %s was made without an executor: it carries no Fernet key or exports, so the "
+                           "restored connections and variables were not checked", ctx.manifest.backup_id)
+            return
         report.fernet = airflow_steps.repair_fernet(ctx.agent, where, contents)
         what = "re-encrypted under" if report.fernet["reencrypted"] else "decrypts with"
         report.steps.append(f"every connection and variable {what} the target's Fernet key; values equal the backup")

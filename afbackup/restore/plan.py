@@ -60,6 +60,10 @@ def parse_parts(text: str | None) -> frozenset[str]:
 def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions) -> RestoreContext:
     if not options.target_dsn:
         raise UsageError("--target-dsn is required: the database to restore into")
+    if manifest.exports is None and options.parts - {"db"}:
+        if "db" not in options.parts:
+            raise UsageError(f"backup {manifest.backup_id} has no connection/variable/pool exports (it was made "
+                             "without an executor); restore it with --only db")
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
     schema = manifest.postgres["schema"]
     state = target.inspect_target(options.target_dsn, password, schema, cfg.database.connect_timeout)

@@ -138,3 +138,24 @@ def test_only_connections_variables_pools_into_a_running_airflow(env, airflow_ma
     assert restored["connections"] == original["connections"]
     assert restored["variables"] == original["variables"]
     assert restored["pools"]["etl"] == original["pools"]["etl"]
+
+
+def test_a_backup_made_without_an_executor_restores_the_database_and_drills(env):
+    # GIVEN a backup made with executor = "none" (the database dump only)
+    source, source_db = env.airflow("3")
+    cfg = env.config(source_db)
+    done = env.afbackup(env.write_config(cfg), "backup")
+    assert done.returncode == 0, done.stderr
+    # WHEN restored and drilled by an operator whose executor is configured
+    cfg["airflow"] = {"executor": "local", "command": [source.airflow]}
+    path = env.write_config(cfg)
+    target, target_db = _target(env, source)
+    only = _restore(env, path, target, target_db, "--only", "connections")
+    assert only.returncode == 2 and "--only db" in only.stderr
+    full = _restore(env, path, target, target_db)
+    assert full.returncode == 0, full.stderr
+    assert "not checked" in full.stderr
+    assert target.probe() == source.probe()  # same Fernet key: the dump alone carries everything
+    drill = env.afbackup(path, "drill", "--scratch-dsn", env.pg.dsn(), "--json", airflow=source)
+    assert drill.returncode == 0, drill.stderr
+    assert "no exports" in json.loads(drill.stdout)["checks"][4]["detail"]
