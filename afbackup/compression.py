@@ -54,7 +54,11 @@ class DecompressingReader:
         try:
             if size < 0:
                 return self._reader.readall()
-            chunks = []
+            data = self._reader.read(size)
+            if len(data) == size or not data:
+                return data
+            chunks = [data]
+            size -= len(data)
             while size > 0:
                 data = self._reader.read(size)
                 if not data:

@@ -7,6 +7,7 @@ traceback for ``-v``, and exits with the documented code (errors.ExitCode).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -34,7 +35,30 @@ def _on_signal(signum, _frame) -> None:
     raise Terminated(signum)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Command name -> "module:attribute". Loaded on use, so `afbackup verify` does not import what
+# `backup` or `drill` need: start-up time counts in every CronJob and in verify's budget.
+COMMANDS = {
+    "backup": "backup:backup", "list": "catalog:list_command", "show": "catalog:show",
+    "verify": "verify:verify", "restore": "restore:restore", "drill": "drill:drill",
+    "prune": "prune:prune", "pin": "prune:pin", "unpin": "prune:unpin", "break-lock": "prune:break_lock_command",
+    "check": "check:check", "config": "config_cmd:config",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used (or listed by --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(f"afbackup.cli.{module}"), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", metavar="FILE", envvar="AFBACKUP_CONFIG",
               help="Config file (default: $AFBACKUP_CONFIG or /etc/afbackup/config.toml).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv includes library debug logs).")
@@ -51,26 +75,6 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: int, l
     app.command = ctx.invoked_subcommand or ""
 
 
-def _register() -> None:
-    from afbackup.cli import backup, catalog, config_cmd, drill, restore, verify
-    from afbackup.cli import check as check_cmd
-    from afbackup.cli import prune as prune_cmd
-
-    cli.add_command(backup.backup)
-    cli.add_command(verify.verify)
-    cli.add_command(restore.restore)
-    cli.add_command(drill.drill)
-    cli.add_command(catalog.list_command)
-    cli.add_command(catalog.show)
-    cli.add_command(config_cmd.config)
-    cli.add_command(prune_cmd.prune)
-    cli.add_command(prune_cmd.pin)
-    cli.add_command(prune_cmd.unpin)
-    cli.add_command(prune_cmd.break_lock_command)
-    cli.add_command(check_cmd.check)
-
-
-_register()
 
 
 def _interrupted(exc: Terminated) -> tuple[int, str]:

@@ -26,7 +26,7 @@ from afbackup.config import Settings
 from afbackup.crypto import Gpg
 from afbackup.errors import ConfigError, IntegrityError, RestoreError, UsageError
 from afbackup.progress import Progress
-from afbackup.restore import airflow_steps, target
+from afbackup.restore import airflow_steps, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.storage import open_store
@@ -71,6 +71,7 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
         progress.stage("restore: download → gpg → zstd → spool")
         contents = read_archive(store, record.manifest, gpg, sinks, progress.advance)
         progress.close()
+        ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
         report.steps.append(f"verified {record.manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")
         if "db" in options.parts:
@@ -134,7 +135,13 @@ def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None
             logger.warning("backup %s was made without an executor: it carries no Fernet key or exports, so the "
                            "restored connections and variables were not checked", ctx.manifest.backup_id)
             return
-        report.fernet = airflow_steps.repair_fernet(ctx.agent, where, contents)
+        if secrets_check.target_has_source_keys(ctx.manifest, ctx.schema_check().target_fingerprints):
+            counts = secrets_check.check_directly(
+                ctx.options.target_dsn, ctx.password, ctx.manifest.postgres["schema"], contents,
+                airflow_steps.expected_secrets(contents), ctx.cfg.database.connect_timeout)
+            report.fernet = {"reencrypted": False, "checked": counts, "same_keys": True}
+        else:
+            report.fernet = airflow_steps.repair_fernet(ctx.agent, where, contents)
         what = "re-encrypted under" if report.fernet["reencrypted"] else "decrypts with"
         report.steps.append(f"every connection and variable {what} the target's Fernet key; values equal the backup")
         return

@@ -57,17 +57,24 @@ def _call(agent: AirflowAgent, target: AirflowTarget, ops: list[dict], stage: st
     return agent.call(ops, env=target.env, database=target.database, stage=stage)
 
 
-def check_schema(agent: AirflowAgent, target: AirflowTarget, revision: str, *, migrate: bool) -> str:
+@dataclasses.dataclass(frozen=True)
+class SchemaCheck:
+    action: str  # same | migrate | unchecked
+    target_fingerprints: tuple[str, ...] = ()  # of the target's Fernet keys (sha256[:16])
+
+
+def check_schema(agent: AirflowAgent, target: AirflowTarget, revision: str, *, migrate: bool) -> SchemaCheck:
     """Compare the backup's alembic revision with the target Airflow's: 'same' or 'migrate', else refuse."""
     info = _call(agent, target, [{"op": "schema", "revision": revision}], "airflow version check")[0]
+    fingerprints = tuple(info.get("fernet_fingerprints", ()))
     if info["head"] == revision:
-        return "same"
+        return SchemaCheck("same", fingerprints)
     if info["known"]:
         if not migrate:
             raise PreflightError(
                 f"the backup's Airflow schema (revision {revision}) is older than the target Airflow's "
                 f"({info['head']})", hint="re-run with --migrate to run `airflow db migrate` after the restore")
-        return "migrate"
+        return SchemaCheck("migrate", fingerprints)
     raise PreflightError(
         f"the backup is from a newer Airflow (schema revision {revision}) than the target's (head "
         f"{info['head']})", hint="install the Airflow version of the backup (see `afbackup show`) on the target")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import re
@@ -42,9 +43,17 @@ class RestoreContext:
     pg_restore: ToolVersion | None
     agent: AirflowAgent | None
     airflow: airflow_steps.AirflowTarget
-    schema_action: str  # same | migrate | unchecked
+    schema: concurrent.futures.Future | None  # the target Airflow's SchemaCheck, running beside the download
     jobs: int
     destructive: str  # the confirmation question, "" when nothing is destroyed
+
+    def schema_check(self) -> airflow_steps.SchemaCheck:
+        """Wait for the version check (raises PreflightError when the backup cannot go into this Airflow)."""
+        return self.schema.result() if self.schema else airflow_steps.SchemaCheck("unchecked")
+
+    @property
+    def schema_action(self) -> str:
+        return self.schema_check().action
 
 
 def parse_parts(text: str | None) -> frozenset[str]:
@@ -71,15 +80,18 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
     destructive = _destructive(state, options) if "db" in options.parts else ""
     agent = _agent(cfg, options)
     where = airflow_steps.airflow_target(options.target_dsn, password, cfg.restore.airflow_db)
-    action = "unchecked"
+    schema = None
     if agent is not None and "db" in options.parts:
-        action = airflow_steps.check_schema(agent, where, manifest.airflow.get("schema_revision") or "",
-                                            migrate=options.migrate)
+        # Airflow's start-up takes seconds: the check runs while the archive downloads, and is
+        # awaited before the target is touched.
+        schema = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
+            airflow_steps.check_schema, agent, where, manifest.airflow.get("schema_revision") or "",
+            migrate=options.migrate)
     elif "db" in options.parts:
         logger.warning("no executor configured: the target's Airflow version is not checked; run "
                        "`airflow db check-migrations` before starting Airflow on the restored database")
     jobs = options.jobs or cfg.restore.jobs
-    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, action, jobs, destructive)
+    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema, jobs, destructive)
 
 
 def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:

@@ -198,7 +198,8 @@ def op_schema(request):
         known = bool(revision) and script.get_revision(revision) is not None
     except Exception:
         known = False
-    return {"head": script.get_current_head(), "known": known}
+    return {"head": script.get_current_head(), "known": known,
+            "fernet_fingerprints": [hashlib.sha256(key.encode()).hexdigest()[:16] for key in _fernet_keys()]}
 
 
 def _read_secrets():

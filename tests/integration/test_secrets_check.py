@@ -1,0 +1,71 @@
+"""The fast Fernet check against a real PostgreSQL: exact values pass, a wrong key or value fails."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.fernet import Fernet
+
+from afbackup.errors import SourceError
+from afbackup.restore.secrets_check import check_directly, target_has_source_keys
+from afbackup.unpack import ArchiveContents
+from tests.harness.pg import PostgresServer
+
+KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def db(pg):
+    name = f"secrets_{Fernet.generate_key()[:6].decode().lower().replace('-', 'x').replace('_', 'y')}"
+    pg.create_database(name)
+    pg.execute(name, "CREATE TABLE connection (conn_id text, password text, is_encrypted bool, extra text,"
+                     " is_extra_encrypted bool)")
+    pg.execute(name, "CREATE TABLE variable (key text, val text, is_encrypted bool)")
+    token = Fernet(KEY.encode()).encrypt
+    pg.execute(name, "INSERT INTO connection VALUES ('db', %s, true, %s, true), ('plain', 'p', false, NULL, false)",
+               (token(b"s3cret").decode(), token(b'{"a":1}').decode()))
+    pg.execute(name, "INSERT INTO variable VALUES ('json', %s, true), ('raw', 'x', false)",
+               (token(b'"hello"').decode(),))
+    return name
+
+
+def _contents(keys):
+    return ArchiveContents({"airflow/fernet.json": json.dumps({"keys": keys}).encode()}, 0)
+
+
+EXPECTED = {"connections": {"db": {"password": "s3cret", "extra": '{"a":1}'}, "plain": {"password": "p", "extra": None}},
+            "variables": {"json": '"hello"', "raw": "x"}}
+
+
+def test_exact_values_decrypt_and_match(pg, db):
+    assert check_directly(pg.dsn(db), None, "public", _contents([KEY]), EXPECTED, 10) == {
+        "connections": 2, "variables": 2}
+
+
+def test_a_changed_value_is_named(pg, db):
+    changed = json.loads(json.dumps(EXPECTED))
+    changed["variables"]["json"] = "hello"  # what a lossy JSON round trip would give
+    with pytest.raises(SourceError, match="json"):
+        check_directly(pg.dsn(db), None, "public", _contents([KEY]), changed, 10)
+
+
+def test_a_wrong_key_fails(pg, db):
+    with pytest.raises(SourceError, match="db"):
+        check_directly(pg.dsn(db), None, "public", _contents([Fernet.generate_key().decode()]), EXPECTED, 10)
+
+
+def test_same_keys_means_every_source_key_is_a_target_key():
+    class M:
+        airflow = {"fernet_fingerprints": ["aa", "bb"]}
+
+    assert target_has_source_keys(M, ["bb", "aa", "cc"])
+    assert not target_has_source_keys(M, ["aa"])
+    M.airflow = {"fernet_fingerprints": []}
+    assert not target_has_source_keys(M, ["aa"])
