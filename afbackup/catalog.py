@@ -149,6 +149,11 @@ def resolve_backup(store: ObjectStore, ref: str) -> BackupRecord:
         return complete[0]
     if "/" in ref or ref.startswith("."):
         raise UsageError(f"{ref!r} is not a backup id")
+    manifest_key = mf.key_of(ref, mf.MANIFEST_NAME)
+    if store.head(manifest_key) is not None and store.head(mf.key_of(ref, mf.DELETING_NAME)) is None:
+        manifest = read_manifest(store, ref)  # the common case: two HEADs and a GET, no listing
+        pinned = store.head(f"{mf.PINS}{ref}.json") is not None
+        return BackupRecord(ref, "complete", manifest, (manifest_key,), "", manifest.started_at, pinned)
     record = next((r for r in list_backups(store, include_incomplete=True) if r.backup_id == ref), None)
     if record is None:
         raise NotFoundError(f"backup {ref} does not exist in {store.describe()}",

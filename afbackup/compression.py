@@ -10,15 +10,18 @@ on machines with spare cores.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Iterable, Iterator
 
 import zstandard
 
 from afbackup.errors import IntegrityError
+from afbackup.streams import ChunkQueue, ChunkReader
 
 CODEC = "zstd"
 EXTENSION = ".zst"
 READ_SIZE = 1 << 20
+QUEUE_CHUNKS = 16
 
 
 def default_threads() -> int:
@@ -40,34 +43,43 @@ def compress_chunks(chunks: Iterable[bytes], *, level: int, threads: int) -> Ite
         yield tail
 
 
-class DecompressingReader:
-    """File-like reader of decompressed data over a compressed ``read()``-able source."""
+class Decompressor:
+    """zstd decompression in its own thread, so it runs in parallel with the reader's hashing.
 
-    def __init__(self, source) -> None:
-        self._source = source
-        self._reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=READ_SIZE, read_across_frames=True)
+    ``reader`` yields the decompressed stream; at its end it raises whatever
+    failed in the thread (a damaged frame is an ``IntegrityError``).
+    zstandard and hashlib both release the GIL, so the two really overlap.
+    """
 
-    def readable(self) -> bool:
-        return True
+    def __init__(self, source, cancel: threading.Event, *, chunk: int = READ_SIZE) -> None:
+        self._source, self._chunk = source, chunk
+        self._queue = ChunkQueue(QUEUE_CHUNKS, cancel)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zstd-decompress", daemon=True)
+        self._thread.start()
+        self.reader = ChunkReader(self._queue.get, self._check)
 
-    def read(self, size: int = -1) -> bytes:
+    def _run(self) -> None:
         try:
-            if size < 0:
-                return self._reader.readall()
-            data = self._reader.read(size)
-            if len(data) == size or not data:
-                return data
-            chunks = [data]
-            size -= len(data)
-            while size > 0:
-                data = self._reader.read(size)
+            stream = zstandard.ZstdDecompressor().decompressobj()
+            while True:
+                data = self._source.read(self._chunk)
                 if not data:
                     break
-                chunks.append(data)
-                size -= len(data)
-            return b"".join(chunks)
+                while data:
+                    out = stream.decompress(data)
+                    if out:
+                        self._queue.put(out)
+                    data, stream = (stream.unused_data, zstandard.ZstdDecompressor().decompressobj()) \
+                        if stream.eof else (b"", stream)
         except zstandard.ZstdError as exc:
-            raise IntegrityError(f"the archive does not decompress: {exc}", hint="the backup is damaged") from None
+            self._error = IntegrityError(f"the archive does not decompress: {exc}", hint="the backup is damaged")
+        except BaseException as exc:  # handed to the reader at the end of the stream
+            self._error = exc
+        finally:
+            self._queue.close()
 
-    def close(self) -> None:
-        self._reader.close()
+    def _check(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error

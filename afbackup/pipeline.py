@@ -14,7 +14,7 @@ import dataclasses
 import threading
 from typing import IO, Callable, Iterable
 
-from afbackup.compression import DecompressingReader, compress_chunks
+from afbackup.compression import Decompressor, compress_chunks
 from afbackup.crypto import Gpg, GpgStream
 from afbackup.errors import AfbackupError, IntegrityError
 from afbackup.storage.base import ObjectStore, Retention, StoredObject
@@ -98,7 +98,7 @@ class RestoreStream:
         self.cancel = threading.Event()
         self.cipher = HashingReader(source)
         self._decrypt = GpgStream(gpg, self.cipher, self.cancel, mode="decrypt")
-        self.reader = DecompressingReader(reader_from_queue(self._decrypt.output))
+        self.reader = Decompressor(reader_from_queue(self._decrypt.output), self.cancel).reader
 
     def conclude(self, expected_size: int, expected_sha256: str, what: str,
                  consumer_error: BaseException | None = None) -> None:

@@ -10,6 +10,7 @@ completing a truncated one.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import queue
 import threading
@@ -70,7 +71,8 @@ class ChunkReader:
     def __init__(self, next_chunk: Callable[[], bytes | None], on_eof: Callable[[], None] | None = None) -> None:
         self._next = next_chunk
         self._on_eof = on_eof
-        self._buffer = bytearray()
+        self._pending: collections.deque[memoryview] = collections.deque()  # chunks not yet read, in order
+        self._buffered = 0
         self._done = False
         self._error: BaseException | None = None
 
@@ -80,19 +82,33 @@ class ChunkReader:
     def read(self, size: int = -1) -> bytes:
         if self._error is not None:  # sticky: a failed stream never looks like a clean end later
             raise self._error
-        while not self._done and (size < 0 or len(self._buffer) < size):
+        while not self._done and (size < 0 or self._buffered < size):
             chunk = self._next()
             if chunk is None:
                 self._finish()
                 break
-            self._buffer += chunk
-        if size < 0 or size >= len(self._buffer):
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        else:
-            data = bytes(self._buffer[:size])
-            del self._buffer[:size]
-        return data
+            if chunk:
+                self._pending.append(memoryview(chunk))
+                self._buffered += len(chunk)
+        return self._take(self._buffered if size < 0 else min(size, self._buffered))
+
+    def _take(self, size: int) -> bytes:
+        """Exactly ``size`` buffered bytes, copied once (no shifting of a growing buffer)."""
+        if len(self._pending) == 1 and len(self._pending[0]) == size:
+            self._buffered = 0
+            return self._pending.popleft().tobytes()
+        pieces, left = [], size
+        while left:
+            head = self._pending[0]
+            if len(head) <= left:
+                pieces.append(self._pending.popleft())
+                left -= len(head)
+            else:
+                pieces.append(head[:left])
+                self._pending[0] = head[left:]
+                left = 0
+        self._buffered -= size
+        return b"".join(pieces)
 
     def _finish(self) -> None:
         self._done = True
