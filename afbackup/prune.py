@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from afbackup import manifest as mf
 from afbackup.catalog import BackupRecord, list_backups

@@ -115,7 +115,8 @@ def _check(ctx: RestoreContext, schema: str):
 
 def _partial(ctx: RestoreContext, exc: RestoreError, created: bool) -> RestoreError:
     if ctx.jobs <= 1:
-        exc.hint = f"pg_restore ran as one transaction: {ctx.state.dbname} holds nothing of this backup"
+        dropped = " (its previous Airflow schema was dropped by --clean)" if ctx.state.tables else ""
+        exc.hint = f"pg_restore ran as one transaction: {ctx.state.dbname} holds nothing of this backup{dropped}"
     elif created:
         target.drop_database(ctx.state, ctx.password, ctx.cfg.database.connect_timeout)
         exc.hint = f"{ctx.state.dbname} was half restored and has been dropped (afbackup had created it)"

@@ -22,7 +22,6 @@ Kubernetes exec v4 protocol (no half-close) works. Reply (stdout):
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
