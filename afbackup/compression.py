@@ -61,17 +61,10 @@ class Decompressor:
 
     def _run(self) -> None:
         try:
-            stream = zstandard.ZstdDecompressor().decompressobj()
-            while True:
-                data = self._source.read(self._chunk)
-                if not data:
-                    break
-                while data:
-                    out = stream.decompress(data)
-                    if out:
-                        self._queue.put(out)
-                    data, stream = (stream.unused_data, zstandard.ZstdDecompressor().decompressobj()) \
-                        if stream.eof else (b"", stream)
+            chunks = zstandard.ZstdDecompressor().read_to_iter(self._source, read_size=self._chunk,
+                                                                write_size=self._chunk)
+            for out in chunks:  # each at most write_size bytes, however well the data compressed
+                self._queue.put(out)
         except zstandard.ZstdError as exc:
             self._error = IntegrityError(f"the archive does not decompress: {exc}", hint="the backup is damaged")
         except BaseException as exc:  # handed to the reader at the end of the stream

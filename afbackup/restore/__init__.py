@@ -60,9 +60,9 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
     record = trusted_manifest(store, options.backup, gpg, cfg.encryption)
     ctx = prepare_restore(cfg, record.manifest, options)
-    report = RestoreReport(record.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", describe_plan(ctx))
+    report = RestoreReport(record.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
     if options.dry_run:
-        report.dry_run = True
+        report.dry_run, report.plan = True, describe_plan(ctx)
         return report
     if ctx.destructive and not options.yes and not confirm(ctx.destructive):
         raise UsageError("restore cancelled: nothing was changed")
@@ -78,6 +78,7 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
             _restore_database(ctx, sinks[0].path, spool, report)
     if ctx.agent is not None:
         _airflow_steps(ctx, contents, report)
+    report.plan = describe_plan(ctx)  # for --json: what was planned (the version check is done by now)
     report.seconds = time.monotonic() - started
     return report
 
