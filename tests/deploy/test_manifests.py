@@ -181,6 +181,18 @@ def test_example_secrets_hold_only_placeholders():
             assert "REPLACE_ME" in value, f"{doc['metadata']['name']}.{key} is not a placeholder"
 
 
+def test_no_tracked_file_holds_private_key_material():
+    """Keys are generated at test time (tests/harness/gpgkeys.py); examples hold placeholders, not key blocks."""
+    armor = re.compile(r"-----BEGIN [A-Z ]*" + "PRIVATE KEY")  # split so this file does not match itself
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    offenders = []
+    for name in filter(None, tracked.decode().split("\0")):
+        path = REPO / name
+        if path.is_file() and armor.search(path.read_text(errors="ignore")):
+            offenders.append(name)
+    assert offenders == []
+
+
 def test_every_mounted_secret_is_described_by_the_example():
     described = {doc["metadata"]["name"]: set(doc["stringData"]) for doc in documents(K8S / EXAMPLE_SECRETS)}
     for component in COMPONENTS:
