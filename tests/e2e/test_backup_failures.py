@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import psycopg
@@ -162,6 +163,9 @@ def test_sigterm_mid_backup_commits_nothing_and_releases_the_lock(env, tmp_path)
     airflow, db = env.airflow("3")
     pg_bin = _fake_pg_bin(tmp_path, "head -c 12000000 /dev/urandom; sleep 30")
     cfg = env.config(db, airflow=airflow, database={"pg_bin_dir": pg_bin})
+    # this run's own directory on tmpfs: backups on the other test worker export into /dev/shm too
+    exports_root = tempfile.mkdtemp(prefix="sigterm-", dir="/dev/shm")
+    cfg["airflow"]["tmp_dir"] = exports_root
     path = env.write_config(cfg)
     proc = subprocess.Popen([sys.executable, "-m", "afbackup", "--config", str(path), "backup"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.afbackup_env(airflow))
@@ -176,4 +180,6 @@ def test_sigterm_mid_backup_commits_nothing_and_releases_the_lock(env, tmp_path)
     assert manifests(env, bucket) == [] and pending_uploads(env, bucket) == []
     keys = [k for k in env.s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert not any(k["Key"].endswith("writer.lock") for k in keys)
-    assert not [name for name in os.listdir("/dev/shm") if name.startswith("afbackup-")]
+    leftovers = os.listdir(exports_root)
+    shutil.rmtree(exports_root)
+    assert leftovers == []  # the agent's plaintext exports are gone
