@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 
 PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
 
-.PHONY: demo test bench install airflow tools awscli pushgateway clean
+.PHONY: demo test bench install airflow tools awscli pushgateway docs clean
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,10 @@ test: install airflow tools awscli pushgateway
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.
 bench: install airflow awscli
 	$(PY) -m bench.run
+
+# Regenerate the generated parts of the docs (the module map of docs/architecture.md).
+docs: install
+	$(PY) -m tests.harness.module_map --write
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
