@@ -34,9 +34,6 @@ class MemberRecord:
     size: int
     sha256: str
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
-
 
 def _header(name: str, size: int, mtime: float) -> bytes:
     info = tarfile.TarInfo(name)

@@ -44,11 +44,9 @@ class BackupRecord:
         if self.manifest:
             m = self.manifest
             doc.update(finished_at=mf.iso(m.finished_at), size=m.archive.size,
-                       airflow=m.airflow.get("cli_version") or m.airflow.get("schema_release"),
-                       schema_revision=m.airflow.get("schema_revision"),
-                       rows=sum(m.row_counts.values()), exports=m.exports,
-                       labels=getattr(m, "labels", None) or {},
-                       signed=bool(m.encryption.get("signer")))
+                       airflow=m.airflow.release, schema_revision=m.airflow.schema_revision,
+                       rows=sum(m.row_counts.values()), exports=m.exports.as_dict() if m.exports else None,
+                       labels=dict(m.labels), signed=bool(m.encryption.signer))
         if self.detail:
             doc["detail"] = self.detail
         return doc

@@ -154,7 +154,7 @@ def _verify(store, gpg: Gpg, cfg, spool: Path, progress: Progress, state: dict) 
 
 
 def _restore(cfg, state: dict, password: str | None, spool: Path, report: DrillReport) -> str:
-    schema = state["manifest"].postgres["schema"]
+    schema = state["manifest"].postgres.schema_name
     timeout = cfg.database.connect_timeout
     scratch = target.inspect_target(state["dsn"], password, schema, timeout)
     target.prepare_target(scratch, password, schema, timeout)
@@ -169,7 +169,7 @@ def _restore(cfg, state: dict, password: str | None, spool: Path, report: DrillR
 def _db_checks(cfg, state: dict, password: str | None) -> str:
     manifest = state["manifest"]
     with connect(state["dsn"], password, cfg.database.connect_timeout) as conn:
-        findings = check_restored(conn, manifest.postgres["schema"], manifest.row_counts)
+        findings = check_restored(conn, manifest.postgres.schema_name, manifest.row_counts)
     if findings:
         raise IntegrityError("; ".join(str(f) for f in findings[:10]))
     return f"{len(manifest.row_counts)} tables, {sum(manifest.row_counts.values())} rows and all sequences match"

@@ -28,8 +28,6 @@ from afbackup.storage.base import ObjectStore
 logger = logging.getLogger(__name__)
 
 SMALL_MEMBER_LIMIT = 256 << 20
-# Fields that differ between the stored manifest and its copy inside the archive.
-OUTER_ONLY = {"status", "finished_at", "objects"}
 
 
 class DumpSink(Protocol):
@@ -132,12 +130,7 @@ def _check_members(reader: TarReader, manifest: mf.Manifest) -> None:
 
 
 def _check_inner_manifest(contents: ArchiveContents, manifest: mf.Manifest) -> None:
-    inner = contents.json(mf.ARCHIVE_MANIFEST_MEMBER)
-    outer = manifest.raw
-    for field in set(inner) | set(outer):
-        if field in OUTER_ONLY:
-            continue
-        if json.dumps(inner.get(field), sort_keys=True, default=str) != \
-                json.dumps(outer.get(field), sort_keys=True, default=str):
-            raise IntegrityError(f"the stored manifest and the archive's copy differ in {field!r}",
-                                 hint="the stored manifest was altered")
+    field = manifest.copy_differs(contents.json(mf.ARCHIVE_MANIFEST_MEMBER))
+    if field is not None:
+        raise IntegrityError(f"the stored manifest and the archive's copy differ in {field!r}",
+                             hint="the stored manifest was altered")

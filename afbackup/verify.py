@@ -78,7 +78,7 @@ def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress
     record = trusted_manifest(store, ref, gpg, cfg.encryption)
     manifest = record.manifest
     report.backup_id = manifest.backup_id
-    report.passed("manifest", "signature checked" if manifest.encryption.get("signer") else "unsigned")
+    report.passed("manifest", "signature checked" if manifest.encryption.signer else "unsigned")
     pg_restore = tool_version("pg_restore", cfg.database.pg_bin_dir)
     toc = TocSink(pg_restore.path)
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") if deep else contextlib.nullcontext() as spool:
@@ -94,7 +94,7 @@ def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress
 
 
 def check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
-    schema = manifest.postgres["schema"]
+    schema = manifest.postgres.schema_name
     missing = [t for t in manifest.row_counts if f" TABLE DATA {schema} {t} " not in toc]
     if missing:
         raise IntegrityError(f"the dump has no data for {', '.join(missing[:10])}", stage="pg_restore --list")
@@ -104,7 +104,8 @@ def check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
 def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyReport) -> None:
     if manifest.exports is None:
         return
-    for kind, expected in manifest.exports.items():
+    expected_counts = manifest.exports.as_dict()
+    for kind, expected in expected_counts.items():
         name = f"airflow/{kind}.json"
         try:
             count = len(contents.json(name))
@@ -113,16 +114,16 @@ def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyR
         if count != expected:
             raise IntegrityError(f"{name} holds {count} entries, the manifest says {expected}", stage="exports")
     exact = len(contents.json("airflow/variables_exact.json"))
-    if exact != manifest.exports.get("variables"):
+    if exact != manifest.exports.variables:
         raise IntegrityError("airflow/variables_exact.json does not hold every variable", stage="exports")
-    report.passed("exports", json.dumps(manifest.exports, sort_keys=True))
+    report.passed("exports", json.dumps(expected_counts, sort_keys=True))
 
 
 def _deep(cfg, manifest: Manifest, pg_restore: str, dump, spool, scratch_dsn: str, report: VerifyReport) -> None:
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
     name = f"afbackup_verify_{secrets.token_hex(4)}"
     dsn = make_conninfo(scratch_dsn, dbname=name)
-    schema = manifest.postgres["schema"]
+    schema = manifest.postgres.schema_name
     state = target.inspect_target(dsn, password, schema, cfg.database.connect_timeout)
     target.prepare_target(state, password, schema, cfg.database.connect_timeout)
     try:

@@ -84,7 +84,7 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
 
 
 def _restore_database(ctx: RestoreContext, dump, spool, report: RestoreReport) -> None:
-    cfg, schema = ctx.cfg, ctx.manifest.postgres["schema"]
+    cfg, schema = ctx.cfg, ctx.manifest.postgres.schema_name
     toc = target.read_toc(ctx.pg_restore.path, dump)  # this pg_restore reads the dump: checked before any change
     created = target.prepare_target(ctx.state, ctx.password, schema, cfg.database.connect_timeout)
     try:
@@ -139,7 +139,7 @@ def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None
             return
         if secrets_check.target_has_source_keys(ctx.manifest, ctx.schema_check().target_fingerprints):
             counts = secrets_check.check_directly(
-                ctx.options.target_dsn, ctx.password, ctx.manifest.postgres["schema"], contents,
+                ctx.options.target_dsn, ctx.password, ctx.manifest.postgres.schema_name, contents,
                 airflow_steps.expected_secrets(contents), ctx.cfg.database.connect_timeout)
             report.fernet = {"reencrypted": False, "checked": counts, "same_keys": True}
         else:

@@ -23,7 +23,7 @@ from afbackup.unpack import ArchiveContents
 
 
 def target_has_source_keys(manifest: Manifest, target_fingerprints: Sequence[str]) -> bool:
-    source = set(manifest.airflow.get("fernet_fingerprints") or [])
+    source = set(manifest.airflow.fernet_fingerprints)
     return bool(source) and source <= set(target_fingerprints)
 
 
