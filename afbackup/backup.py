@@ -13,11 +13,12 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import io
 import logging
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import IO, Any, cast
 
 import afbackup
 from afbackup import manifest as mf
@@ -69,7 +70,7 @@ class _Run:
     retention: Retention | None
     progress: Progress
     pool: concurrent.futures.ThreadPoolExecutor
-    exports: concurrent.futures.Future | None  # the Airflow exports, started before everything else
+    exports: concurrent.futures.Future[AirflowExports] | None  # the Airflow exports, started before everything else
 
 
 def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: Progress,
@@ -167,11 +168,13 @@ def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, mf.Manif
     return outcome, inner[0]
 
 
-def _archive_chunks(run: _Run, dump: ChildProcess, counts, exports, lock: StoreLock,
-                    inner: list[mf.ManifestBody]) -> Iterator[bytes]:
+def _archive_chunks(run: _Run, dump: ChildProcess, counts: concurrent.futures.Future[dict[str, int]],
+                    exports: concurrent.futures.Future[AirflowExports] | None, lock: StoreLock,
+                    inner: list[mf.ManifestBody]) -> Iterator[bytes | memoryview]:
     """The tar stream; runs in gpg's input thread, so every failure here aborts the upload."""
     writer = TarWriter(run.started.timestamp())
-    yield from writer.add_parts(DUMP_BASENAME, dump.stdout.readinto, DUMP_PART_SIZE)
+    stdout = cast(io.BufferedReader, dump.stdout)  # Popen(stdout=PIPE) with the default buffering
+    yield from writer.add_parts(DUMP_BASENAME, stdout.readinto, DUMP_PART_SIZE)
     dump.finish()
     row_counts = counts.result()
     exported: AirflowExports | None = exports.result() if exports else None
@@ -195,12 +198,13 @@ def _count_rows(snapshot: Snapshot, plan: SourcePlan) -> dict[str, int]:
         raise SourceError(f"counting rows failed: {str(exc).strip()}", stage="row counts") from None
 
 
-def _widen_pipe(pipe) -> None:
+def _widen_pipe(pipe: IO[bytes] | None) -> None:
     """Fewer, larger reads from pg_dump (Linux only; harmless elsewhere)."""
     try:
         import fcntl
 
-        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        if pipe is not None:
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
     except (ImportError, OSError):
         pass
 
@@ -234,7 +238,7 @@ def _manifest_body(run: _Run, row_counts: dict[str, int], exported: AirflowExpor
                                      signer=cfg.encryption.sign_with or None),
         exit_codes=mf.ExitCodes(pg_dump=0, gpg=0, airflow_agent=0 if exported else None),
         object_lock=mf.ObjectLock(mode=run.retention.mode, retain_until=run.retention.until)
-        if run.retention else None,
+        if run.retention and run.retention.until else None,
     )
 
 

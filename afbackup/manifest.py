@@ -67,7 +67,7 @@ OUTER_ONLY = frozenset({"status", "finished_at", "objects"})
 
 def new_backup_id(now: dt.datetime) -> str:
     """Sortable and unique: ``20261124T040001Z-3f9a1c``. Ordering still uses finish times, not ids."""
-    return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def backup_prefix(backup_id: str) -> str:
@@ -79,7 +79,7 @@ def key_of(backup_id: str, name: str) -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso(moment: dt.datetime | None) -> str | None:
@@ -87,7 +87,7 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 
 def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # A time zone-aware moment, stored as UTC with milliseconds ("2026-11-24T04:00:01.000Z").

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Callable, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from afbackup import manifest as mf
 from afbackup.archive import DUMP_BASENAME, TarReader
@@ -43,7 +44,7 @@ class ArchiveContents:
     members: dict[str, bytes]  # every member except the dump parts
     dump_size: int
 
-    def json(self, name: str) -> dict:
+    def json(self, name: str) -> Any:
         return json.loads(self.members[name])
 
 
@@ -69,7 +70,7 @@ def trusted_manifest(store: ObjectStore, ref: str, gpg: Gpg, cfg: EncryptionConf
     return record
 
 
-def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: list[DumpSink],
+def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: Sequence[DumpSink],
                  on_bytes: Callable[[int], None] | None = None) -> ArchiveContents:
     """Stream, decrypt, decompress and check the archive; feed dump parts to ``sinks``."""
     key = mf.key_of(manifest.backup_id, manifest.archive.key)
@@ -95,7 +96,7 @@ def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: lis
     return contents
 
 
-def _consume(reader: TarReader, manifest: mf.Manifest, contents: ArchiveContents, sinks: list[DumpSink],
+def _consume(reader: TarReader, manifest: mf.Manifest, contents: ArchiveContents, sinks: Sequence[DumpSink],
              on_bytes: Callable[[int], None] | None) -> None:
     expected = {m.name for m in manifest.members} | {mf.ARCHIVE_MANIFEST_MEMBER}  # the copy is checked by content
     next_part = 0

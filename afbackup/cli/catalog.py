@@ -44,7 +44,7 @@ def show(app: AppContext, backup_ref: str, as_json: bool) -> int:
     """Show the manifest of one backup (an id or `latest`). It contains no secrets."""
     store = open_store(app.settings().config.storage)
     record = resolve_backup(store, backup_ref)
-    manifest = record.manifest
+    manifest = record.complete_manifest
     if as_json:
         emit_json(manifest.raw)
         return 0

@@ -43,7 +43,7 @@ class RestoreContext:
     pg_restore: ToolVersion | None
     agent: AirflowAgent | None
     airflow: airflow_steps.AirflowTarget
-    schema: concurrent.futures.Future | None  # the target Airflow's SchemaCheck, running beside the download
+    schema: concurrent.futures.Future[airflow_steps.SchemaCheck] | None  # running beside the download
     jobs: int
     destructive: str  # the confirmation question, "" when nothing is destroyed
 
@@ -80,18 +80,19 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
     destructive = _destructive(state, options) if "db" in options.parts else ""
     agent = _agent(cfg, options)
     where = airflow_steps.airflow_target(options.target_dsn, password, cfg.restore.airflow_db)
-    schema = None
+    schema_check: concurrent.futures.Future[airflow_steps.SchemaCheck] | None = None
     if agent is not None and "db" in options.parts:
         # Airflow's start-up takes seconds: the check runs while the archive downloads, and is
         # awaited before the target is touched.
-        schema = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
+        schema_check = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
             airflow_steps.check_schema, agent, where, manifest.airflow.schema_revision,
             migrate=options.migrate)
     elif "db" in options.parts:
         logger.warning("no executor configured: the target's Airflow version is not checked; run "
                        "`airflow db check-migrations` before starting Airflow on the restored database")
     jobs = options.jobs or cfg.restore.jobs
-    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema, jobs, destructive)
+    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema_check, jobs,
+                          destructive)
 
 
 def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:

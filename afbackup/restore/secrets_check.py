@@ -11,7 +11,8 @@ paying Airflow's start-up. Any other case goes through the agent
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from psycopg import sql

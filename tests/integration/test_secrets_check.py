@@ -42,7 +42,8 @@ def _contents(keys):
     return ArchiveContents({"airflow/fernet.json": json.dumps({"keys": keys}).encode()}, 0)
 
 
-EXPECTED = {"connections": {"db": {"password": "s3cret", "extra": '{"a":1}'}, "plain": {"password": "p", "extra": None}},
+EXPECTED = {"connections": {"db": {"password": "s3cret", "extra": '{"a":1}'},
+                            "plain": {"password": "p", "extra": None}},
             "variables": {"json": '"hello"', "raw": "x"}}
 
 

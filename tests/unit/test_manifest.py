@@ -24,7 +24,7 @@ def test_a_valid_manifest_parses():
     manifest = mf.parse_manifest(mf.dump_manifest(manifest_doc()), KEY)
     # THEN the fields afbackup relies on are typed, and extra fields are carried along
     assert manifest.backup_id == "20261124T040001Z-3f9a1c"
-    assert manifest.finished_at == dt.datetime(2026, 11, 24, 4, 0, 9, 500000, tzinfo=dt.timezone.utc)
+    assert manifest.finished_at == dt.datetime(2026, 11, 24, 4, 0, 9, 500000, tzinfo=dt.UTC)
     assert manifest.archive.key == mf.ARCHIVE_NAME and manifest.archive.size == 4096
     assert manifest.row_counts == {"dag": 3, "dag_run": 12}
     assert manifest.member("manifest.json").size == 99
@@ -101,14 +101,14 @@ def test_backup_id_format_is_utc_timestamp_and_random_suffix():
 
 
 def test_backup_ids_at_the_same_instant_are_unique():
-    moment = dt.datetime(2026, 11, 24, 4, 0, 1, tzinfo=dt.timezone.utc)
+    moment = dt.datetime(2026, 11, 24, 4, 0, 1, tzinfo=dt.UTC)
     ids = {mf.new_backup_id(moment) for _ in range(20)}
     assert len(ids) == 20
 
 
 def test_backup_ids_sort_by_time():
-    early = mf.new_backup_id(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
-    late = mf.new_backup_id(dt.datetime(2026, 10, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+    early = mf.new_backup_id(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    late = mf.new_backup_id(dt.datetime(2026, 10, 2, 3, 4, 5, tzinfo=dt.UTC))
     assert early < late
 
 
@@ -248,7 +248,7 @@ def test_a_format_1_manifest_of_afbackup_0_1_0_still_parses():
     m = mf.parse_manifest(V1_MANIFEST, KEY)
     # THEN every part reads through the typed model
     assert (m.format_version, m.backup_id, m.status) == (1, "20261101T040001Z-0a1b2c", "complete")
-    assert m.finished_at == dt.datetime(2026, 11, 1, 4, 0, 7, 250000, tzinfo=dt.timezone.utc)
+    assert m.finished_at == dt.datetime(2026, 11, 1, 4, 0, 7, 250000, tzinfo=dt.UTC)
     assert (m.airflow.major, m.airflow.cli_version, m.airflow.release) == (2, None, "2.10.3")
     assert m.postgres.schema_name == "public" and m.postgres.server_major == 16
     assert m.scope.added_for_fk == {"dag": ["dag_run"]} and m.row_counts == {"dag": 2, "dag_run": 40}

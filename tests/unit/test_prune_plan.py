@@ -17,11 +17,11 @@ from afbackup import manifest as mf
 from afbackup.catalog import list_backups
 from afbackup.check import CheckEntry, CheckReport
 from afbackup.cli import run
+from afbackup.cli.prune import break_lock
 from afbackup.config.model import RetentionConfig
 from afbackup.errors import ConfigError, IntegrityError, LockedError
 from afbackup.lock import WRITER_LOCK
 from afbackup.pins import pin_backup, pin_key, unpin_backup
-from afbackup.cli.prune import break_lock
 from afbackup.prune import DELETE, KEEP, REPORT, deletion_order, execute_prune, format_age, plan_prune
 from afbackup.storage.base import DeleteFailure, Retention
 from afbackup.storage.local import LocalStore
