@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 
 PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
 
-.PHONY: demo test bench install airflow tools awscli pushgateway docs clean
+.PHONY: demo test lint bench install airflow tools awscli pushgateway docs clean
 
 install: $(VENV)/.installed
 
@@ -52,8 +52,14 @@ pushgateway: $(PUSHGATEWAY)
 demo: install $(VENVS)/airflow-$(AIRFLOW3)/.afbackup-ready
 	$(PY) -m tests.harness.demo
 
+# Style and types (rules in pyproject.toml: ruff's pyflakes/pycodestyle/isort/pyupgrade/bugbear, mypy strict defs).
+lint: install
+	$(VENV)/bin/ruff check afbackup tests bench restore_drills
+	$(VENV)/bin/mypy afbackup
+
 # The whole suite: unit, integration and end-to-end (real PostgreSQL, gpg, S3 over HTTP, Airflow 2.x and 3.x).
-test: install airflow tools awscli pushgateway
+# Lint runs first: a style or type error fails in seconds, not after the suite.
+test: install lint airflow tools awscli pushgateway
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider -q tests
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.

@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import tarfile
-from typing import IO, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from afbackup.errors import IntegrityError
+from afbackup.streams import Readable
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
@@ -33,9 +34,6 @@ class MemberRecord:
     name: str
     size: int
     sha256: str
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
 
 
 def _header(name: str, size: int, mtime: float) -> bytes:
@@ -64,7 +62,8 @@ class TarWriter:
         yield data
         yield _padding(len(data))
 
-    def add_parts(self, basename: str, readinto: Callable[[memoryview], int], part_size: int) -> Iterator[bytes]:
+    def add_parts(self, basename: str, readinto: Callable[[memoryview], int],
+                  part_size: int) -> Iterator[bytes | memoryview]:
         """Split a stream into members ``basename.NNNNN`` of ``part_size`` bytes (the last shorter).
 
         ``readinto`` fills a buffer like ``RawIOBase.readinto``; 0 means EOF. The
@@ -107,7 +106,7 @@ class Member:
 
     name: str
     size: int
-    _reader: "TarReader"
+    _reader: TarReader
 
     def chunks(self) -> Iterator[bytes]:
         yield from self._reader._member_data(self)
@@ -121,7 +120,7 @@ class Member:
 class TarReader:
     """Strict streaming reader of the archives ``TarWriter`` makes."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
         self.records: list[MemberRecord] = []
         self._pending: Member | None = None

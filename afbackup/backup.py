@@ -13,14 +13,16 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import io
 import logging
 import socket
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, cast
 
 import afbackup
 from afbackup import manifest as mf
-from afbackup.archive import DUMP_BASENAME, TarWriter
+from afbackup.archive import DUMP_BASENAME, MemberRecord, TarWriter
 from afbackup.compression import CODEC, default_threads
 from afbackup.config import Settings
 from afbackup.config.model import Config, StorageConfig
@@ -48,7 +50,7 @@ F_SETPIPE_SZ = 1031
 @dataclasses.dataclass(frozen=True)
 class BackupResult:
     backup_id: str
-    manifest: dict[str, Any]
+    manifest: mf.Manifest
     archive_size: int
     duration: float
 
@@ -68,7 +70,7 @@ class _Run:
     retention: Retention | None
     progress: Progress
     pool: concurrent.futures.ThreadPoolExecutor
-    exports: concurrent.futures.Future | None  # the Airflow exports, started before everything else
+    exports: concurrent.futures.Future[AirflowExports] | None  # the Airflow exports, started before everything else
 
 
 def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: Progress,
@@ -113,41 +115,41 @@ def run_backup(run: _Run) -> BackupResult:
         _put_record(run, mf.ATTEMPT_NAME, {"backup_id": run.backup_id, "started_at": mf.iso(run.started),
                                             "host": socket.gethostname(), "tool_version": afbackup.__version__})
         try:
-            doc = _stream_and_commit(run, lock)
+            manifest = _stream_and_commit(run, lock)
         except BaseException as exc:
             _record_failure(run, exc)
             raise
     duration = time.monotonic() - clock
-    size = doc["objects"][0]["size"]
+    size = manifest.archive.size
     logger.info("backup %s complete: %d bytes stored in %.1fs", run.backup_id, size, duration,
                 extra=event(action="backup", backup_id=run.backup_id, state="complete", bytes=size,
                             seconds=round(duration, 2)))
-    return BackupResult(run.backup_id, doc, size, duration)
+    return BackupResult(run.backup_id, manifest, size, duration)
 
 
-def _stream_and_commit(run: _Run, lock: StoreLock) -> dict[str, Any]:
+def _stream_and_commit(run: _Run, lock: StoreLock) -> mf.Manifest:
     outcome, inner = _stream_archive(run, lock)
-    doc = dict(inner, status="complete", finished_at=mf.iso(mf.utcnow()), objects=[{
-        "key": mf.ARCHIVE_NAME, "size": outcome.size, "sha256": outcome.sha256,
-        "etag": outcome.stored.etag, "version_id": outcome.stored.version_id}])
-    data = mf.dump_manifest(doc)
+    manifest = inner.completed(mf.utcnow(), [mf.ObjectInfo(
+        key=mf.ARCHIVE_NAME, size=outcome.size, sha256=outcome.sha256,
+        etag=outcome.stored.etag, version_id=outcome.stored.version_id)])
+    data = mf.dump_manifest(manifest)
     signer = run.cfg.encryption.sign_with
     if signer:
         signature = run.gpg.sign_detached(data, signer)
         run.store.put_bytes(mf.key_of(run.backup_id, mf.SIGNATURE_NAME), signature, retention=run.retention)
     lock.check()
     run.store.put_bytes(mf.key_of(run.backup_id, mf.MANIFEST_NAME), data, retention=run.retention)
-    return doc
+    return manifest
 
 
-def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, dict[str, Any]]:
+def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, mf.ManifestBody]:
     cfg, plan = run.cfg, run.plan
     threads = cfg.backup.compression_threads or default_threads()
     stream = BackupStream(run.gpg, cfg.encryption.recipients, level=cfg.backup.compression_level,
                           threads=threads, on_bytes=run.progress.advance)
     snapshot = Snapshot(connect(plan.dsn, plan.password, cfg.database.connect_timeout, autocommit=False),
                         cfg.database.lock_wait_timeout)
-    inner: dict[str, Any] = {}
+    inner: list[mf.ManifestBody] = []  # set by _archive_chunks just before the archive's last member
     try:
         counts = run.pool.submit(_count_rows, snapshot, plan)
         argv = pg_dump_argv(plan.pg_dump.path, plan.dsn, plan.scope,
@@ -163,14 +165,16 @@ def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, dict[str
         snapshot.close()
         run.pool.shutdown(wait=True, cancel_futures=True)
         run.progress.close()
-    return outcome, inner
+    return outcome, inner[0]
 
 
-def _archive_chunks(run: _Run, dump: ChildProcess, counts, exports, lock: StoreLock,
-                    inner: dict[str, Any]) -> Iterator[bytes]:
+def _archive_chunks(run: _Run, dump: ChildProcess, counts: concurrent.futures.Future[dict[str, int]],
+                    exports: concurrent.futures.Future[AirflowExports] | None, lock: StoreLock,
+                    inner: list[mf.ManifestBody]) -> Iterator[bytes | memoryview]:
     """The tar stream; runs in gpg's input thread, so every failure here aborts the upload."""
     writer = TarWriter(run.started.timestamp())
-    yield from writer.add_parts(DUMP_BASENAME, dump.stdout.readinto, DUMP_PART_SIZE)
+    stdout = cast(io.BufferedReader, dump.stdout)  # Popen(stdout=PIPE) with the default buffering
+    yield from writer.add_parts(DUMP_BASENAME, stdout.readinto, DUMP_PART_SIZE)
     dump.finish()
     row_counts = counts.result()
     exported: AirflowExports | None = exports.result() if exports else None
@@ -179,8 +183,9 @@ def _archive_chunks(run: _Run, dump: ChildProcess, counts, exports, lock: StoreL
         for name, data in {**exported.files, **exported.secret_members}.items():
             yield from writer.add_bytes(f"airflow/{name}", data)
     lock.check()
-    inner.update(_manifest_doc(run, row_counts, exported, [m.as_dict() for m in writer.members]))
-    yield from writer.add_bytes(mf.ARCHIVE_MANIFEST_MEMBER, mf.dump_manifest(inner))
+    body = _manifest_body(run, row_counts, exported, writer.members)
+    inner.append(body)
+    yield from writer.add_bytes(mf.ARCHIVE_MANIFEST_MEMBER, mf.dump_manifest(body))
     yield writer.end()
 
 
@@ -193,51 +198,57 @@ def _count_rows(snapshot: Snapshot, plan: SourcePlan) -> dict[str, int]:
         raise SourceError(f"counting rows failed: {str(exc).strip()}", stage="row counts") from None
 
 
-def _widen_pipe(pipe) -> None:
+def _widen_pipe(pipe: IO[bytes] | None) -> None:
     """Fewer, larger reads from pg_dump (Linux only; harmless elsewhere)."""
     try:
         import fcntl
 
-        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        if pipe is not None:
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
     except (ImportError, OSError):
         pass
 
 
-def _manifest_doc(run: _Run, row_counts: dict[str, int], exported: AirflowExports | None,
-                  members: list[dict]) -> dict[str, Any]:
+def _manifest_body(run: _Run, row_counts: dict[str, int], exported: AirflowExports | None,
+                   members: Sequence[MemberRecord]) -> mf.ManifestBody:
     plan, cfg = run.plan, run.cfg
     info = dict(exported.info) if exported else {}
-    return {
-        "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION,
-        "tool": {"name": "afbackup", "version": afbackup.__version__},
-        "backup_id": run.backup_id, "name": cfg.backup.name, "labels": dict(run.labels),
-        "status": "archived", "started_at": mf.iso(run.started), "host": socket.gethostname(),
-        "airflow": {**plan.schema.as_dict(), "cli_version": info.get("airflow_version"),
-                    "executor": cfg.airflow.executor, "fernet_fingerprints": info.get("fernet_fingerprints", [])},
-        "postgres": {"server_version": plan.catalog.server_version, "server_major": plan.catalog.server_major,
-                     "pg_dump_version": plan.pg_dump.text, "database": plan.catalog.database,
-                     "schema": plan.catalog.schema},
-        "scope": {"data_tables": list(plan.scope.data_tables), "schema_only_tables": list(plan.scope.schema_only_tables),
-                  "row_counts": row_counts, "added_for_fk": {k: list(v) for k, v in plan.scope.added_for_fk.items()},
-                  "exclude_data": list(cfg.database.exclude_data), "include": list(cfg.database.include)},
-        "exports": dict(exported.counts) if exported else None,
-        "not_captured": _not_captured(info, exported is not None),
-        "archive_members": members,
-        "archive": {"format": "tar", "compression": CODEC, "compression_level": cfg.backup.compression_level,
-                    "encryption": "openpgp", "dump_part_size": DUMP_PART_SIZE},
-        "encryption": {"recipients": list(cfg.encryption.recipients), "signer": cfg.encryption.sign_with or None},
-        "exit_codes": {"pg_dump": 0, "gpg": 0, "airflow_agent": 0 if exported else None},
-        "object_lock": {"mode": run.retention.mode, "retain_until": mf.iso(run.retention.until)}
-        if run.retention else None,
-    }
+    scope = plan.scope
+    return mf.ManifestBody(
+        tool=mf.ToolInfo(name="afbackup", version=afbackup.__version__),
+        backup_id=run.backup_id, name=cfg.backup.name, labels=dict(run.labels),
+        status="archived", started_at=run.started, host=socket.gethostname(),
+        airflow=mf.AirflowInfo(
+            major=plan.schema.major, schema_revision=plan.schema.revision, schema_release=plan.schema.release or None,
+            fab_revision=plan.schema.fab_revision or None, cli_version=info.get("airflow_version"),
+            executor=cfg.airflow.executor, fernet_fingerprints=info.get("fernet_fingerprints", [])),
+        postgres=mf.PostgresInfo(
+            server_version=plan.catalog.server_version, server_major=plan.catalog.server_major,
+            pg_dump_version=plan.pg_dump.text, database=plan.catalog.database, schema_name=plan.catalog.schema),
+        scope=mf.ScopeInfo(
+            data_tables=list(scope.data_tables), schema_only_tables=list(scope.schema_only_tables),
+            row_counts=row_counts, added_for_fk={k: list(v) for k, v in scope.added_for_fk.items()},
+            exclude_data=list(cfg.database.exclude_data), include=list(cfg.database.include)),
+        exports=mf.ExportCounts(**exported.counts) if exported else None,
+        not_captured=_not_captured(info, exported is not None),
+        members=[mf.MemberInfo(name=m.name, size=m.size, sha256=m.sha256) for m in members],
+        archive_format=mf.ArchiveFormat(format="tar", compression=CODEC, compression_level=cfg.backup.compression_level,
+                                        encryption="openpgp", dump_part_size=DUMP_PART_SIZE),
+        encryption=mf.EncryptionInfo(recipients=list(cfg.encryption.recipients),
+                                     signer=cfg.encryption.sign_with or None),
+        exit_codes=mf.ExitCodes(pg_dump=0, gpg=0, airflow_agent=0 if exported else None),
+        object_lock=mf.ObjectLock(mode=run.retention.mode, retain_until=run.retention.until)
+        if run.retention and run.retention.until else None,
+    )
 
 
-def _not_captured(info: Mapping[str, Any], exported: bool) -> dict[str, Any]:
+def _not_captured(info: Mapping[str, Any], exported: bool) -> mf.NotCaptured:
     if not exported:
-        return {"exports": "no executor configured: connections, variables and pools are only in the database dump"}
-    return {"connections_from_env": info.get("env_connections", []),
-            "variables_from_env": info.get("env_variables", []),
-            "secrets_backend": info.get("secrets_backend") or None}
+        return mf.NotCaptured(
+            exports="no executor configured: connections, variables and pools are only in the database dump")
+    return mf.NotCaptured(connections_from_env=info.get("env_connections", []),
+                          variables_from_env=info.get("env_variables", []),
+                          secrets_backend=info.get("secrets_backend") or None)
 
 
 def _put_record(run: _Run, name: str, doc: dict[str, Any]) -> None:

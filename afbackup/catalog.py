@@ -38,17 +38,23 @@ class BackupRecord:
     def finished_at(self) -> dt.datetime | None:
         return self.manifest.finished_at if self.manifest else None
 
+    @property
+    def complete_manifest(self) -> mf.Manifest:
+        """The manifest of a complete backup (what ``resolve_backup`` and ``list_backups`` return)."""
+        if self.manifest is None:
+            raise IntegrityError(f"backup {self.backup_id} is {self.state}: {self.detail or 'no manifest'}",
+                                 hint="choose a complete backup from `afbackup list`")
+        return self.manifest
+
     def summary(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"backup_id": self.backup_id, "state": self.state,
                                "started_at": mf.iso(self.started_at), "pinned": self.pinned}
         if self.manifest:
             m = self.manifest
             doc.update(finished_at=mf.iso(m.finished_at), size=m.archive.size,
-                       airflow=m.airflow.get("cli_version") or m.airflow.get("schema_release"),
-                       schema_revision=m.airflow.get("schema_revision"),
-                       rows=sum(m.row_counts.values()), exports=m.exports,
-                       labels=getattr(m, "labels", None) or {},
-                       signed=bool(m.encryption.get("signer")))
+                       airflow=m.airflow.release, schema_revision=m.airflow.schema_revision,
+                       rows=sum(m.row_counts.values()), exports=m.exports.as_dict() if m.exports else None,
+                       labels=dict(m.labels), signed=bool(m.encryption.signer))
         if self.detail:
             doc["detail"] = self.detail
         return doc
@@ -63,7 +69,8 @@ def list_backups(store: ObjectStore, *, include_incomplete: bool = False) -> lis
             grouped.setdefault(backup_id, []).append(name)
     pinned = {obj.key[len(mf.PINS):].removesuffix(".json") for obj in store.list(mf.PINS)}
     records = [_record(store, backup_id, names, backup_id in pinned) for backup_id, names in grouped.items()]
-    complete = sorted((r for r in records if r.state == "complete"), key=lambda r: r.finished_at, reverse=True)
+    complete = sorted((r for r in records if r.state == "complete"), key=lambda r: r.complete_manifest.finished_at,
+                      reverse=True)
     if not include_incomplete:
         return complete
     others = sorted((r for r in records if r.state != "complete"), key=lambda r: r.backup_id, reverse=True)
@@ -88,7 +95,7 @@ def running_attempt(records: list[BackupRecord], holder: dict[str, Any] | None) 
                   and (locked_at is None or r.started_at is None or r.started_at <= locked_at)]
     if not candidates:
         return None
-    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
     return max(candidates, key=lambda r: (r.started_at or oldest, r.backup_id)).backup_id
 
 
@@ -119,7 +126,7 @@ def _record(store: ObjectStore, backup_id: str, names: list[str], pinned: bool) 
 
 def _started_from_id(backup_id: str) -> dt.datetime | None:
     try:
-        return dt.datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
 

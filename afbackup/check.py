@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from afbackup import manifest as mf
 from afbackup.catalog import list_backups
@@ -103,7 +105,7 @@ def run_check(settings: Settings, max_age: float, *, now: Callable[[], dt.dateti
     report.add("config", OK, f"{settings.path or 'no config file'} loaded (defaults < file < env < flags)")
     server_major = _attempt(report, "database", lambda: _check_database(cfg))
     for tool in ("pg_dump", "pg_restore"):
-        _attempt(report, tool, lambda tool=tool: _check_tool(cfg, tool, server_major))
+        _attempt(report, tool, functools.partial(_check_tool, cfg, tool, server_major))
     _attempt(report, "keys", lambda: _check_keys(cfg))
     store = _attempt(report, "bucket", lambda: _check_bucket(cfg))
     _attempt(report, "executor", lambda: _check_executor(cfg))
@@ -117,7 +119,8 @@ def run_check(settings: Settings, max_age: float, *, now: Callable[[], dt.dateti
     return report
 
 
-def _attempt(report: CheckReport, name: str, check: Callable[[], tuple[str, str, Any]], kind: str = "preflight"):
+def _attempt(report: CheckReport, name: str, check: Callable[[], tuple[str, str, Any]],
+             kind: str = "preflight") -> Any:
     """Run one check returning (status, detail, value); an AfbackupError is a failed entry. Returns value."""
     try:
         status, detail, value = check()
@@ -137,7 +140,8 @@ def _check_database(cfg: Config) -> tuple[str, str, int]:
                           exclude_data=db.exclude_data, include=db.include)
     detail = (f"PostgreSQL {catalog.server_version}, database {catalog.database}, Airflow "
               f"{schema.release or f'{schema.major}.x'} schema (revision {schema.revision or 'none'}) in "
-              f"{catalog.schema}: {len(scope.data_tables)} tables with rows, {len(scope.schema_only_tables)} schema-only")
+              f"{catalog.schema}: {len(scope.data_tables)} tables with rows, "
+              f"{len(scope.schema_only_tables)} schema-only")
     return OK, detail, catalog.server_major
 
 
@@ -200,13 +204,13 @@ def _check_freshness(store: ObjectStore, max_age: float, now: dt.datetime,
                      report: CheckReport) -> tuple[str, str, None]:
     """The newest complete backup by its manifest's finish time; future-dated ones are ignored."""
     complete = list_backups(store)
-    future = [r for r in complete if (r.finished_at - now).total_seconds() > CLOCK_SKEW]
+    future = [r for r in complete if (r.complete_manifest.finished_at - now).total_seconds() > CLOCK_SKEW]
     usable = [r for r in complete if r not in future]
     skew = f" (ignored {len(future)} finished in the future: clock skew?)" if future else ""
     if not usable:
         return FAIL, f"no complete backup in {store.describe()}{skew}", None
     newest = usable[0]
-    age = max(0.0, (now - newest.finished_at).total_seconds())
+    age = max(0.0, (now - newest.complete_manifest.finished_at).total_seconds())
     report.newest = {"backup_id": newest.backup_id, "finished_at": mf.iso(newest.finished_at),
                      "age_seconds": round(age, 3)}
     what = f"newest complete backup {newest.backup_id} finished {format_age(age)} ago"

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, cast
 
 import zstandard
 
 from afbackup.errors import IntegrityError
-from afbackup.streams import ChunkQueue, ChunkReader
+from afbackup.streams import ChunkQueue, ChunkReader, Readable
 
 CODEC = "zstd"
 EXTENSION = ".zst"
@@ -30,7 +31,7 @@ def default_threads() -> int:
     return 0 if cores < 4 else min(cores - 2, 4)
 
 
-def compress_chunks(chunks: Iterable[bytes], *, level: int, threads: int) -> Iterator[bytes]:
+def compress_chunks(chunks: Iterable[bytes | memoryview], *, level: int, threads: int) -> Iterator[bytes]:
     """Compress a stream of chunks into one zstd frame, yielding output as it is produced."""
     compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     stream = compressor.compressobj()
@@ -51,7 +52,7 @@ class Decompressor:
     zstandard and hashlib both release the GIL, so the two really overlap.
     """
 
-    def __init__(self, source, cancel: threading.Event, *, chunk: int = READ_SIZE) -> None:
+    def __init__(self, source: Readable, cancel: threading.Event, *, chunk: int = READ_SIZE) -> None:
         self._source, self._chunk = source, chunk
         self._queue = ChunkQueue(QUEUE_CHUNKS, cancel)
         self._error: BaseException | None = None
@@ -61,8 +62,8 @@ class Decompressor:
 
     def _run(self) -> None:
         try:
-            chunks = zstandard.ZstdDecompressor().read_to_iter(self._source, read_size=self._chunk,
-                                                                write_size=self._chunk)
+            source = cast(IO[bytes], self._source)  # zstandard only calls read()
+            chunks = zstandard.ZstdDecompressor().read_to_iter(source, read_size=self._chunk, write_size=self._chunk)
             for out in chunks:  # each at most write_size bytes, however well the data compressed
                 self._queue.put(out)
         except zstandard.ZstdError as exc:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import gnupg
 
 from afbackup.config.model import EncryptionConfig
 from afbackup.errors import ConfigError, CryptoError
 from afbackup.procs import run_checked
-from afbackup.streams import Cancelled, ChunkQueue
+from afbackup.streams import Cancelled, ChunkQueue, Readable
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _check_library() -> None:
         raise ConfigError("the installed `gnupg` module is not python-gnupg", hint="pip install python-gnupg")
 
 
-def _stderr_tail(result) -> str:
+def _stderr_tail(result: object) -> str:
     """gpg's own complaint, without status lines and key-description chatter."""
     lines = [line for line in (getattr(result, "stderr", "") or "").splitlines()
              if not line.startswith("[GNUPG:]") and "encrypted with" not in line and not line.strip().startswith('"')]
@@ -146,14 +147,15 @@ class GpgStream:
     raises if gpg, the input reader or the output hand-off failed.
     """
 
-    def __init__(self, gpg: Gpg, source, cancel: threading.Event, *, mode: str, recipients=()) -> None:
+    def __init__(self, gpg: Gpg, source: Readable, cancel: threading.Event, *, mode: str,
+                 recipients: Sequence[str] = ()) -> None:
         self.output = ChunkQueue(QUEUE_CHUNKS, cancel)
         self._ctx = gpg.new_context()
         self._ctx.on_data = self._on_data
-        self._results: list = []
+        self._results: list[Any] = []
         make_result = self._ctx.result_map["crypt"]
 
-        def capture(ctx):  # keep the result object: python-gnupg drops it when the input fails
+        def capture(ctx: Any) -> Any:  # keep the result object: python-gnupg drops it when the input fails
             result = make_result(ctx)
             self._results.append(result)
             return result
@@ -205,7 +207,7 @@ class GpgStream:
         return None
 
     @property
-    def result(self):
+    def result(self) -> Any:
         return self._results[-1] if self._results else None
 
     @property
@@ -221,7 +223,7 @@ class GpgStream:
             f"[GNUPG:] {code}" in stderr
             for code in ("BAD_PASSPHRASE", "MISSING_PASSPHRASE", "NO_SECKEY", "ERROR pkdecrypt_failed"))
 
-    def _gpg_error(self, result) -> CryptoError:
+    def _gpg_error(self, result: object) -> CryptoError:
         status = getattr(result, "status", None) or "no status"
         what = "encryption" if self._mode == "encrypt" else "decryption"
         hint = "check the recipient keys" if self._mode == "encrypt" else \

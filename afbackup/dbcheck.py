@@ -9,10 +9,12 @@ symptom of a partial or data-only restore).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import psycopg
 from psycopg import sql
+
+from afbackup.sources.postgres import one_row
 
 _OWNED_SEQUENCES = """
 SELECT s.relname, t.relname, a.attname
@@ -62,12 +64,12 @@ def check_sequences(conn: psycopg.Connection, schema: str) -> list[Finding]:
     """Every sequence owned by a column must hand out values above the column's maximum."""
     findings = []
     for seq, table, column in conn.execute(_OWNED_SEQUENCES, (schema,)).fetchall():
-        last, called, increment = conn.execute(sql.SQL(
+        last, called, increment = one_row(conn.execute(sql.SQL(
             "SELECT last_value, is_called, (SELECT increment_by FROM pg_sequences"
             " WHERE schemaname = {} AND sequencename = {}) FROM {}.{}").format(
-            sql.Literal(schema), sql.Literal(seq), sql.Identifier(schema), sql.Identifier(seq))).fetchone()
-        top = conn.execute(sql.SQL("SELECT max({}) FROM {}.{}").format(
-            sql.Identifier(column), sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
+            sql.Literal(schema), sql.Literal(seq), sql.Identifier(schema), sql.Identifier(seq))))
+        top = one_row(conn.execute(sql.SQL("SELECT max({}) FROM {}.{}").format(
+            sql.Identifier(column), sql.Identifier(schema), sql.Identifier(table))))[0]
         next_value = last + (increment if called else 0)
         if top is not None and next_value <= top:
             findings.append(Finding("sequence", seq, f"next value {next_value} is not above max({table}.{column}) "

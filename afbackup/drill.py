@@ -15,17 +15,20 @@ the drill exit 10. The scratch database is dropped unless ``--keep``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
 from afbackup import manifest as mf
 from afbackup.config import Settings
+from afbackup.config.model import Config
 from afbackup.crypto import Gpg
 from afbackup.dbcheck import check_restored
 from afbackup.errors import AfbackupError, ConfigError, DrillFailed, IntegrityError, SourceError
@@ -36,7 +39,8 @@ from afbackup.sinks import SpoolSink, TocSink, private_dir
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import connect, password_from_file, tool_version
 from afbackup.storage import open_store
-from afbackup.unpack import read_archive, trusted_manifest
+from afbackup.storage.base import ObjectStore
+from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
 from afbackup.verify import VerifyReport, check_exports, check_toc
 
 logger = logging.getLogger(__name__)
@@ -105,9 +109,9 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
     if not scratch_dsn:
         raise ConfigError("the drill needs a scratch server: --scratch-dsn or [drill] scratch_dsn")
     clock, started = time.monotonic(), mf.utcnow()
-    report = DrillReport(started_at=mf.iso(started), rto_target=_target(options.rto_target, cfg.drill.rto_target),
+    report = DrillReport(started_at=mf.iso(started) or "", rto_target=_target(options.rto_target, cfg.drill.rto_target),
                          rpo_target=_target(options.rpo_target, cfg.drill.rpo_target))
-    steps, state = _Steps(report), {}
+    steps, state = _Steps(report), dict[str, Any]()
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
     steps.run("select backup", lambda: _select(store, gpg, cfg, options.backup, started, report, state))
@@ -131,15 +135,16 @@ def _target(flag: float | None, configured: float) -> float:
     return configured if flag is None else flag
 
 
-def _select(store, gpg: Gpg, cfg, ref: str, started, report: DrillReport, state: dict) -> str:
-    record = trusted_manifest(store, ref, gpg, cfg.encryption)
-    state["manifest"] = record.manifest
-    report.backup_id = record.backup_id
-    report.rpo_seconds = round((started - record.manifest.finished_at).total_seconds(), 3)
-    return f"backup {record.backup_id}, finished {mf.iso(record.manifest.finished_at)}"
+def _select(store: ObjectStore, gpg: Gpg, cfg: Config, ref: str, started: dt.datetime, report: DrillReport,
+            state: dict[str, Any]) -> str:
+    manifest = trusted_manifest(store, ref, gpg, cfg.encryption).complete_manifest
+    state["manifest"] = manifest
+    report.backup_id = manifest.backup_id
+    report.rpo_seconds = round((started - manifest.finished_at).total_seconds(), 3)
+    return f"backup {manifest.backup_id}, finished {mf.iso(manifest.finished_at)}"
 
 
-def _verify(store, gpg: Gpg, cfg, spool: Path, progress: Progress, state: dict) -> str:
+def _verify(store: ObjectStore, gpg: Gpg, cfg: Config, spool: Path, progress: Progress, state: dict[str, Any]) -> str:
     manifest = state["manifest"]
     state["pg_restore"] = tool_version("pg_restore", cfg.database.pg_bin_dir).path
     toc, dump = TocSink(state["pg_restore"]), SpoolSink(spool / "airflow.pgdump")
@@ -153,8 +158,8 @@ def _verify(store, gpg: Gpg, cfg, spool: Path, progress: Progress, state: dict) 
     return "; ".join(check["detail"] for check in scratch.checks)
 
 
-def _restore(cfg, state: dict, password: str | None, spool: Path, report: DrillReport) -> str:
-    schema = state["manifest"].postgres["schema"]
+def _restore(cfg: Config, state: dict[str, Any], password: str | None, spool: Path, report: DrillReport) -> str:
+    schema = state["manifest"].postgres.schema_name
     timeout = cfg.database.connect_timeout
     scratch = target.inspect_target(state["dsn"], password, schema, timeout)
     target.prepare_target(scratch, password, schema, timeout)
@@ -166,16 +171,16 @@ def _restore(cfg, state: dict, password: str | None, spool: Path, report: DrillR
     return f"restored into {report.scratch} with pg_restore ({cfg.restore.jobs} jobs)"
 
 
-def _db_checks(cfg, state: dict, password: str | None) -> str:
+def _db_checks(cfg: Config, state: dict[str, Any], password: str | None) -> str:
     manifest = state["manifest"]
     with connect(state["dsn"], password, cfg.database.connect_timeout) as conn:
-        findings = check_restored(conn, manifest.postgres["schema"], manifest.row_counts)
+        findings = check_restored(conn, manifest.postgres.schema_name, manifest.row_counts)
     if findings:
         raise IntegrityError("; ".join(str(f) for f in findings[:10]))
     return f"{len(manifest.row_counts)} tables, {sum(manifest.row_counts.values())} rows and all sequences match"
 
 
-def _airflow_checks(cfg, state: dict, password: str | None, options: DrillOptions) -> str:
+def _airflow_checks(cfg: Config, state: dict[str, Any], password: str | None, options: DrillOptions) -> str:
     executor = open_executor(cfg.airflow)
     if executor is None:
         return "skipped: no executor configured (the restored database was not opened by Airflow)"
@@ -204,9 +209,9 @@ def _airflow_checks(cfg, state: dict, password: str | None, options: DrillOption
     return f"airflow db check-migrations passed; {count} connections decrypt with the {source}, values equal"
 
 
-def _fernet_keys(options: DrillOptions, contents) -> tuple[list[str], str]:
-    if options.fernet_key_file:
-        key = password_from_file(options.fernet_key_file, "--fernet-key-file")
+def _fernet_keys(options: DrillOptions, contents: ArchiveContents) -> tuple[list[str], str]:
+    key = password_from_file(options.fernet_key_file, "--fernet-key-file")
+    if key is not None:
         return [key], "escrowed source Fernet key"
     return contents.json("airflow/fernet.json").get("keys", []), "source Fernet key carried in the archive"
 
@@ -223,7 +228,7 @@ def _targets(report: DrillReport) -> str:
            f"(target {report.rpo_target or '-'})"
 
 
-def _cleanup(state: dict, password: str | None, cfg, keep: bool, report: DrillReport) -> None:
+def _cleanup(state: dict[str, Any], password: str | None, cfg: Config, keep: bool, report: DrillReport) -> None:
     scratch = state.get("scratch")
     if scratch is None:
         return

@@ -116,5 +116,5 @@ class Interrupted(AfbackupError):
         self.signum = signum
 
     @property
-    def exit_code(self) -> int:  # type: ignore[override]
+    def exit_code(self) -> int:  # type: ignore[override]  # per instance (128 + signal), not per class
         return ExitCode.SIGNAL_BASE + self.signum

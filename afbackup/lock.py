@@ -17,7 +17,8 @@ import os
 import secrets
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from afbackup.errors import LockedError, StorageError
 from afbackup.log import event
@@ -123,9 +124,9 @@ class StoreLock:
         except StorageError as exc:
             logger.warning("could not release the lock (it expires by itself): %s", exc)
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<secret>[^@/\s]+)@", re.I)
 _KV_SECRET = re.compile(r"(?P<key>\b(?:password|passwd|passphrase|secret|token)\s*[=:]\s*)(?P<value>[^\s,;&]+)", re.I)
@@ -41,7 +41,7 @@ class TextFormatter(logging.Formatter):
     """``2026-11-24T04:00:01Z INFO  backup: message key=value …``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fields = getattr(record, "event", None) or {}
         tail = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
         name = record.name.removeprefix("afbackup.")
@@ -58,7 +58,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -79,7 +79,7 @@ def event(**fields: Any) -> dict[str, Any]:
     return {"event": fields}
 
 
-def configure_logging(verbosity: int = 0, log_format: str = "text", stream=None) -> None:
+def configure_logging(verbosity: int = 0, log_format: str = "text", stream: TextIO | None = None) -> None:
     """Set up the root ``afbackup`` logger on stderr. ``verbosity``: -2..2 (-q/-v counts)."""
     level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(
         max(-2, min(verbosity, 1)), logging.DEBUG

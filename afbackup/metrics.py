@@ -24,7 +24,8 @@ import logging
 import math
 import re
 import urllib.parse
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
@@ -87,7 +88,7 @@ def _gauge(registry: CollectorRegistry, name: str, doc: str, value: float) -> No
     Gauge(PREFIX + name, doc, registry=registry).set(value)
 
 
-def _extra_metrics(registry: CollectorRegistry, outcome: "Outcome") -> None:
+def _extra_metrics(registry: CollectorRegistry, outcome: Outcome) -> None:
     """``extra={"rto_seconds": 42}`` of a drill -> ``afbackup_drill_rto_seconds 42``."""
     for key, value in sorted(outcome.extra.items()):
         token = metric_token(key)
@@ -100,7 +101,7 @@ def _extra_metrics(registry: CollectorRegistry, outcome: "Outcome") -> None:
             _gauge(registry, f"{outcome.command}_{token}", f"{key} reported by the last {outcome.command} run.", number)
 
 
-def _info_labels(outcome: "Outcome") -> dict[str, str]:
+def _info_labels(outcome: Outcome) -> dict[str, str]:
     """The info series' labels: the run's own labels (made valid) and the backup id."""
     labels: dict[str, str] = {}
     for key, value in sorted(outcome.labels.items()):
@@ -111,7 +112,7 @@ def _info_labels(outcome: "Outcome") -> dict[str, str]:
     return labels
 
 
-def build_run_registry(outcome: "Outcome", now: float) -> CollectorRegistry:
+def build_run_registry(outcome: Outcome, now: float) -> CollectorRegistry:
     """Every metric of the run group, in a fresh registry (``now``: Unix seconds)."""
     registry = CollectorRegistry()
     _gauge(registry, "last_run_timestamp_seconds", "Unix time at which the last run ended.", now)
@@ -136,7 +137,7 @@ def build_success_registry(now: float) -> CollectorRegistry:
     return registry
 
 
-def push_metrics(cfg: "NotifyConfig", outcome: "Outcome", *, instance: str, now: float) -> None:
+def push_metrics(cfg: NotifyConfig, outcome: Outcome, *, instance: str, now: float) -> None:
     """Replace the run group, and the success group when the run succeeded. Raises on any failure."""
     gateway = parse_gateway(cfg.pushgateway_url)
     key = {"instance": instance, "command": outcome.command}

@@ -21,8 +21,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any
 
 from afbackup import __version__
 from afbackup.config.model import NotifyConfig
@@ -82,7 +84,7 @@ def _deliver(channel: str, send: Callable[[], None], outcome: Outcome, problems:
         send()
     except Interrupted:
         raise
-    except Exception as exc:  # noqa: BLE001 - a notification must never fail the run
+    except Exception as exc:  # a notification must never fail the run
         if not isinstance(exc, NotificationError):  # a bug, not a delivery problem: keep the traceback at DEBUG
             logger.debug("%s notification raised", channel, exc_info=True)
         text = redact(str(exc) if isinstance(exc, NotificationError) else f"unexpected {type(exc).__name__}: {exc}")
@@ -105,7 +107,7 @@ def _push(cfg: NotifyConfig, outcome: Outcome, *, instance: str, now: float) -> 
         push_metrics(cfg, outcome, instance=instance, now=now)
     except Interrupted:
         raise
-    except Exception as exc:  # noqa: BLE001 - described, masked and re-raised
+    except Exception as exc:  # described, masked and re-raised
         raise NotificationError(mask(describe_error(exc, cfg.timeout), secrets)) from None
 
 
@@ -117,7 +119,7 @@ def send_slack(cfg: NotifyConfig, outcome: Outcome, *, instance: str) -> None:
         post_json(url, payload, timeout=cfg.timeout)
     except Interrupted:
         raise
-    except Exception as exc:  # noqa: BLE001 - described, masked and re-raised
+    except Exception as exc:  # described, masked and re-raised
         raise NotificationError(mask(describe_error(exc, cfg.timeout), webhook_secrets(url))) from None
 
 
@@ -166,7 +168,8 @@ def describe_error(exc: BaseException, timeout: float) -> str:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A webhook that redirects is misconfigured: report the 3xx instead of following it."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: Message, newurl: str) -> urllib.request.Request | None:
         return None
 
 

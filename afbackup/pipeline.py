@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import IO, Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from afbackup.compression import Decompressor, compress_chunks
 from afbackup.crypto import Gpg, GpgStream
 from afbackup.errors import AfbackupError, IntegrityError
 from afbackup.storage.base import ObjectStore, Retention, StoredObject
-from afbackup.streams import Cancelled, ChunkReader, HashingReader, reader_from_queue
+from afbackup.streams import Cancelled, ChunkReader, HashingReader, Readable, reader_from_queue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ class BackupStream:
         self._level, self._threads, self._on_bytes = level, threads, on_bytes
         self._encrypt: GpgStream | None = None
 
-    def upload(self, chunks: Iterable[bytes], store: ObjectStore, key: str,
+    def upload(self, chunks: Iterable[bytes | memoryview], store: ObjectStore, key: str,
                retention: Retention | None = None) -> UploadOutcome:
         compressed = iter(compress_chunks(chunks, level=self._level, threads=self._threads))
         plain = ChunkReader(self._next_or_cancel(compressed))
@@ -54,7 +54,7 @@ class BackupStream:
                                  hint="the store lost data; run the backup again", stage="upload")
         return UploadOutcome(stored, cipher.hexdigest(), cipher.size)
 
-    def _next_or_cancel(self, iterator) -> Callable[[], bytes | None]:
+    def _next_or_cancel(self, iterator: Iterator[bytes]) -> Callable[[], bytes | None]:
         def next_chunk() -> bytes | None:
             if self.cancel.is_set():
                 raise Cancelled()
@@ -71,7 +71,7 @@ class BackupStream:
 class _Counting:
     """Reports bytes as they pass to the store (for progress), nothing else."""
 
-    def __init__(self, inner, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, inner: Readable, on_bytes: Callable[[int], None] | None) -> None:
         self._inner, self._on_bytes = inner, on_bytes
 
     def readable(self) -> bool:
@@ -94,7 +94,7 @@ class RestoreStream:
     Callers act on what they read only after ``conclude()`` returned.
     """
 
-    def __init__(self, gpg: Gpg, source: IO[bytes]) -> None:
+    def __init__(self, gpg: Gpg, source: Readable) -> None:
         self.cancel = threading.Event()
         self.cipher = HashingReader(source)
         self._decrypt = GpgStream(gpg, self.cipher, self.cancel, mode="decrypt")

@@ -14,7 +14,13 @@ from afbackup.config.model import Config
 from afbackup.log import event
 from afbackup.sources.airflow_schema import AirflowSchema, detect_schema
 from afbackup.sources.postgres import (
-    Catalog, ToolVersion, check_dump_version, connect, read_catalog, read_password, tool_version,
+    Catalog,
+    ToolVersion,
+    check_dump_version,
+    connect,
+    read_catalog,
+    read_password,
+    tool_version,
 )
 from afbackup.sources.scope import Scope, compute_scope
 

@@ -15,7 +15,9 @@ import os
 import shutil
 import subprocess
 import threading
-from typing import IO, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import IO
 
 from afbackup.errors import AfbackupError, PreflightError, SourceError
 
@@ -49,6 +51,13 @@ def find_program(name: str, bin_dir: str = "", *, what: str = "") -> str:
     if not found:
         raise PreflightError(f"{name} not found on PATH", hint=f"install {what or name} or set its bin dir")
     return found
+
+
+def pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """A pipe that Popen was asked to create (``stdin/stdout/stderr=PIPE``): never None."""
+    if stream is None:
+        raise RuntimeError("the child process was started without this pipe")
+    return stream
 
 
 class StderrTail:
@@ -105,13 +114,14 @@ class ChildProcess:
             raise error(f"cannot start {self.argv[0]}: {exc.strerror}", stage=stage) from None
         self.stdin = self.proc.stdin
         self.stdout = self.proc.stdout
-        self.stderr = StderrTail(self.proc.stderr, on_stderr_line)
+        self.stderr = StderrTail(pipe(self.proc.stderr), on_stderr_line)
         logger.debug("started %s (pid %d)", self.argv[0], self.proc.pid)
 
-    def __enter__(self) -> "ChildProcess":
+    def __enter__(self) -> ChildProcess:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.finish()
         else:

@@ -63,8 +63,8 @@ class _RichBar:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress
-        from rich.progress import TextColumn, TimeElapsedColumn, TransferSpeedColumn
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+        from rich.progress import Progress as RichProgress
 
         self._progress = RichProgress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),

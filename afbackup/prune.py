@@ -29,13 +29,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from afbackup import manifest as mf
 from afbackup.catalog import BackupRecord, list_backups
-from afbackup.crypto import Gpg
 from afbackup.config.model import EncryptionConfig, RetentionConfig
 from afbackup.config.units import format_duration
+from afbackup.crypto import Gpg
 from afbackup.errors import AfbackupError, ConfigError, CryptoError, NotFoundError
 from afbackup.lock import StoreLock, describe_holder, is_stale, read_lock
 from afbackup.log import event
@@ -153,7 +154,8 @@ def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime, lock:
     live = holder if holder and not ours and not is_stale(holder, now) else None
     running = next((r.backup_id for r in records if r.state == "running"), None)
     complete = [r for r in records if r.state == "complete"]
-    retention = plan_retention([Candidate(r.backup_id, r.finished_at, r.pinned) for r in complete], policy, now)
+    candidates = [Candidate(r.backup_id, r.complete_manifest.finished_at, r.pinned) for r in complete]
+    retention = plan_retention(candidates, policy, now)
     by_id = {r.backup_id: r for r in complete}
     backups = tuple(Item(d.backup_id, "complete", KEEP if d.keep else DELETE, d.reasons, by_id[d.backup_id].keys,
                          by_id[d.backup_id].finished_at, by_id[d.backup_id].pinned) for d in retention.decisions)
@@ -226,7 +228,7 @@ def _attempt_item(record: BackupRecord, running: str | None, holder: dict[str, A
     clock) and its newest object (the store's clock), so a skewed clock on
     either side never makes a recent attempt look old.
     """
-    base = dict(backup_id=record.backup_id, keys=record.keys, pinned=record.pinned)
+    base: dict[str, Any] = dict(backup_id=record.backup_id, keys=record.keys, pinned=record.pinned)
     if record.backup_id == running:
         return Item(state="running", action=KEEP, reasons=(f"its backup is running: {describe_holder(holder or {})}",),
                     **base)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from afbackup.config.model import RetentionConfig
 from afbackup.errors import ConfigError
@@ -46,7 +46,7 @@ from afbackup.errors import ConfigError
 _BUCKETS: dict[str, Callable[[dt.datetime], str]] = {
     "hourly": lambda t: t.strftime("%Y-%m-%dT%HZ"),
     "daily": lambda t: t.strftime("%Y-%m-%d"),
-    "weekly": lambda t: "%04d-W%02d" % t.isocalendar()[:2],
+    "weekly": lambda t: "{:04d}-W{:02d}".format(*t.isocalendar()[:2]),
     "monthly": lambda t: t.strftime("%Y-%m"),
     "yearly": lambda t: t.strftime("%Y"),
 }
@@ -168,7 +168,7 @@ def _bucket_reasons(ordered: Sequence[Candidate], rule: str,
     for c in ordered:
         if len(seen) >= count:
             break
-        label = label_of(c.finished_at.astimezone(dt.timezone.utc))
+        label = label_of(c.finished_at.astimezone(dt.UTC))
         if label not in seen:  # newest first, so the first hit is the bucket's newest
             seen.add(label)
             out.append((c.backup_id, f"{rule} {label} ({len(seen)}/{count})"))

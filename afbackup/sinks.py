@@ -15,11 +15,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import IO
 
 from afbackup.errors import IntegrityError
-from afbackup.procs import StderrTail
+from afbackup.procs import StderrTail, pipe
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,10 @@ class TocSink:
     def __init__(self, pg_restore: str) -> None:
         self._proc = subprocess.Popen([pg_restore, "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
-        self._stderr = StderrTail(self._proc.stderr)
+        self._stdin = pipe(self._proc.stdin)
+        self._stderr = StderrTail(pipe(self._proc.stderr))
         self._out: list[bytes] = []
-        self._reader = _Drain(self._proc.stdout, self._out)
+        self._reader = _Drain(pipe(self._proc.stdout), self._out)
         self._open = True
         self.toc = ""
 
@@ -74,13 +76,13 @@ class TocSink:
         if not self._open:
             return
         try:
-            self._proc.stdin.write(data)
+            self._stdin.write(data)
         except BrokenPipeError:
             self._open = False
 
     def finish(self) -> None:
         with contextlib.suppress(BrokenPipeError):
-            self._proc.stdin.close()
+            self._stdin.close()
         code = self._proc.wait(timeout=300)
         self._reader.join()
         if code != 0:
@@ -92,14 +94,14 @@ class TocSink:
         if self._proc.poll() is None:
             self._proc.kill()
         with contextlib.suppress(OSError):
-            self._proc.stdin.close()
+            self._stdin.close()
         self._proc.wait()
 
 
 class _Drain:
     """Collects a pipe's output in a thread (so the child never blocks on a full pipe)."""
 
-    def __init__(self, stream, sink: list[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], sink: list[bytes]) -> None:
         self._thread = threading.Thread(target=lambda: sink.extend(iter(lambda: stream.read(65536), b"")),
                                         daemon=True)
         self._thread.start()

@@ -14,10 +14,17 @@ import collections
 import hashlib
 import queue
 import threading
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, cast
 
 _EOF = object()
 POLL_SECONDS = 0.2
+
+
+class Readable(Protocol):
+    """What every stage reads from: ``read(size)`` returns up to ``size`` bytes, ``b""`` at the end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class Cancelled(Exception):
@@ -28,15 +35,18 @@ class ChunkQueue:
     """A bounded hand-off of byte chunks between two threads, with cancellation."""
 
     def __init__(self, maxsize: int, cancel: threading.Event) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self._cancel = cancel
 
     def put(self, chunk: bytes) -> None:
+        self._put(chunk)
+
+    def _put(self, item: object) -> None:
         while True:
             if self._cancel.is_set():
                 raise Cancelled()
             try:
-                self._queue.put(chunk, timeout=POLL_SECONDS)
+                self._queue.put(item, timeout=POLL_SECONDS)
                 return
             except queue.Full:
                 continue
@@ -44,7 +54,7 @@ class ChunkQueue:
     def close(self) -> None:
         """Mark the end of the stream (never blocks forever: gives up when cancelled)."""
         try:
-            self.put(_EOF)  # type: ignore[arg-type]
+            self._put(_EOF)
         except Cancelled:
             pass
 
@@ -57,7 +67,7 @@ class ChunkQueue:
                 item = self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
-            return None if item is _EOF else item
+            return None if item is _EOF else cast(bytes, item)  # only put() adds anything else
 
 
 class ChunkReader:
@@ -141,7 +151,7 @@ class HashingReader:
     the bytes in stream order.
     """
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: Readable) -> None:
         self._inner = inner
         self._lock = threading.Lock()
         self.sha256 = hashlib.sha256()

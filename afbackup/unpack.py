@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Callable, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from afbackup import manifest as mf
 from afbackup.archive import DUMP_BASENAME, TarReader
@@ -28,8 +29,6 @@ from afbackup.storage.base import ObjectStore
 logger = logging.getLogger(__name__)
 
 SMALL_MEMBER_LIMIT = 256 << 20
-# Fields that differ between the stored manifest and its copy inside the archive.
-OUTER_ONLY = {"status", "finished_at", "objects"}
 
 
 class DumpSink(Protocol):
@@ -45,7 +44,7 @@ class ArchiveContents:
     members: dict[str, bytes]  # every member except the dump parts
     dump_size: int
 
-    def json(self, name: str) -> dict:
+    def json(self, name: str) -> Any:
         return json.loads(self.members[name])
 
 
@@ -71,7 +70,7 @@ def trusted_manifest(store: ObjectStore, ref: str, gpg: Gpg, cfg: EncryptionConf
     return record
 
 
-def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: list[DumpSink],
+def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: Sequence[DumpSink],
                  on_bytes: Callable[[int], None] | None = None) -> ArchiveContents:
     """Stream, decrypt, decompress and check the archive; feed dump parts to ``sinks``."""
     key = mf.key_of(manifest.backup_id, manifest.archive.key)
@@ -97,7 +96,7 @@ def read_archive(store: ObjectStore, manifest: mf.Manifest, gpg: Gpg, sinks: lis
     return contents
 
 
-def _consume(reader: TarReader, manifest: mf.Manifest, contents: ArchiveContents, sinks: list[DumpSink],
+def _consume(reader: TarReader, manifest: mf.Manifest, contents: ArchiveContents, sinks: Sequence[DumpSink],
              on_bytes: Callable[[int], None] | None) -> None:
     expected = {m.name for m in manifest.members} | {mf.ARCHIVE_MANIFEST_MEMBER}  # the copy is checked by content
     next_part = 0
@@ -132,12 +131,7 @@ def _check_members(reader: TarReader, manifest: mf.Manifest) -> None:
 
 
 def _check_inner_manifest(contents: ArchiveContents, manifest: mf.Manifest) -> None:
-    inner = contents.json(mf.ARCHIVE_MANIFEST_MEMBER)
-    outer = manifest.raw
-    for field in set(inner) | set(outer):
-        if field in OUTER_ONLY:
-            continue
-        if json.dumps(inner.get(field), sort_keys=True, default=str) != \
-                json.dumps(outer.get(field), sort_keys=True, default=str):
-            raise IntegrityError(f"the stored manifest and the archive's copy differ in {field!r}",
-                                 hint="the stored manifest was altered")
+    field = manifest.copy_differs(contents.json(mf.ARCHIVE_MANIFEST_MEMBER))
+    if field is not None:
+        raise IntegrityError(f"the stored manifest and the archive's copy differ in {field!r}",
+                             hint="the stored manifest was altered")

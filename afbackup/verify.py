@@ -17,11 +17,13 @@ import json
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
 from afbackup.config import Settings
+from afbackup.config.model import Config
 from afbackup.crypto import Gpg
 from afbackup.dbcheck import check_restored
 from afbackup.errors import AfbackupError, ConfigError, IntegrityError
@@ -31,7 +33,7 @@ from afbackup.restore import target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
 from afbackup.sources.postgres import connect, password_from_file, tool_version
 from afbackup.storage import open_store
-from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
+from afbackup.unpack import ArchiveContents, DumpSink, read_archive, trusted_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -75,26 +77,26 @@ def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress
     if deep and not scratch_dsn:
         raise ConfigError("--deep needs --scratch-dsn (or [drill] scratch_dsn): a server for a scratch database")
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    record = trusted_manifest(store, ref, gpg, cfg.encryption)
-    manifest = record.manifest
+    manifest = trusted_manifest(store, ref, gpg, cfg.encryption).complete_manifest
     report.backup_id = manifest.backup_id
-    report.passed("manifest", "signature checked" if manifest.encryption.get("signer") else "unsigned")
+    report.passed("manifest", "signature checked" if manifest.encryption.signer else "unsigned")
     pg_restore = tool_version("pg_restore", cfg.database.pg_bin_dir)
     toc = TocSink(pg_restore.path)
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") if deep else contextlib.nullcontext() as spool:
-        sinks = [toc] + ([SpoolSink(spool / "airflow.pgdump")] if deep else [])
+        dump = SpoolSink(spool / "airflow.pgdump") if spool is not None else None
+        sinks: list[DumpSink] = [toc, dump] if dump is not None else [toc]
         progress.stage("verify: download → gpg → zstd → check")
         contents = read_archive(store, manifest, gpg, sinks, progress.advance)
         report.passed("object", f"{manifest.archive.key}: {manifest.archive.size} bytes, SHA-256 matches")
         report.passed("members", f"{len(manifest.members)} archive members match their SHA-256")
         check_toc(toc.toc, manifest, report)
         check_exports(contents, manifest, report)
-        if deep:
-            _deep(cfg, manifest, pg_restore.path, sinks[1].path, spool, scratch_dsn, report)
+        if dump is not None and spool is not None:  # --deep
+            _deep(cfg, manifest, pg_restore.path, dump.path, spool, scratch_dsn, report)
 
 
 def check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
-    schema = manifest.postgres["schema"]
+    schema = manifest.postgres.schema_name
     missing = [t for t in manifest.row_counts if f" TABLE DATA {schema} {t} " not in toc]
     if missing:
         raise IntegrityError(f"the dump has no data for {', '.join(missing[:10])}", stage="pg_restore --list")
@@ -104,7 +106,8 @@ def check_toc(toc: str, manifest: Manifest, report: VerifyReport) -> None:
 def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyReport) -> None:
     if manifest.exports is None:
         return
-    for kind, expected in manifest.exports.items():
+    expected_counts = manifest.exports.as_dict()
+    for kind, expected in expected_counts.items():
         name = f"airflow/{kind}.json"
         try:
             count = len(contents.json(name))
@@ -113,16 +116,17 @@ def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyR
         if count != expected:
             raise IntegrityError(f"{name} holds {count} entries, the manifest says {expected}", stage="exports")
     exact = len(contents.json("airflow/variables_exact.json"))
-    if exact != manifest.exports.get("variables"):
+    if exact != manifest.exports.variables:
         raise IntegrityError("airflow/variables_exact.json does not hold every variable", stage="exports")
-    report.passed("exports", json.dumps(manifest.exports, sort_keys=True))
+    report.passed("exports", json.dumps(expected_counts, sort_keys=True))
 
 
-def _deep(cfg, manifest: Manifest, pg_restore: str, dump, spool, scratch_dsn: str, report: VerifyReport) -> None:
+def _deep(cfg: Config, manifest: Manifest, pg_restore: str, dump: Path, spool: Path, scratch_dsn: str,
+          report: VerifyReport) -> None:
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
     name = f"afbackup_verify_{secrets.token_hex(4)}"
     dsn = make_conninfo(scratch_dsn, dbname=name)
-    schema = manifest.postgres["schema"]
+    schema = manifest.postgres.schema_name
     state = target.inspect_target(dsn, password, schema, cfg.database.connect_timeout)
     target.prepare_target(state, password, schema, cfg.database.connect_timeout)
     try:

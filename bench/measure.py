@@ -12,7 +12,7 @@ import dataclasses
 import subprocess
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import psutil
 

@@ -1,8 +1,8 @@
 """``make bench``: afbackup against the seed script and the pg_dump floor, on a generated >= 1 GB Airflow 3 DB.
 
 Short measurements (the pg_dump floor, afbackup backup, the raw download, verify)
-are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its whole process
-tree) and archive size, the ratios, and whether each target of issue #2 is
+are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its
+whole process tree) and archive size, the ratios, and whether each target of issue #2 is
 met; then repeats afbackup on a database three times larger to show that its
 memory stays flat. Results also go to bench/results/<timestamp>.json.
 """
@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import scenarios
 from afbackup.config.units import parse_size
+from bench import scenarios
 from bench.airflow_data import populate
 from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
 from tests.harness.env import Environment
@@ -67,7 +67,7 @@ def _archive_size(measurement) -> int:
 
 
 def run(size: int, triple: bool) -> dict:
-    report: dict = {"size_bytes": size, "date": dt.datetime.now(dt.timezone.utc).isoformat()}
+    report: dict = {"size_bytes": size, "date": dt.datetime.now(dt.UTC).isoformat()}
     with Environment(min_part_size=None) as env:
         awscli = scenarios_awscli()
         print("generating the benchmark databases …", flush=True)
@@ -130,7 +130,8 @@ def print_report(report: dict) -> bool:
           f"{ours['own_rss'] / mib:13.1f}{ours['tree_rss'] / mib:14.1f}")
     checks = [
         ("wall ≤ 1/3 of the seed script", ours["seconds"] / seed["seconds"], ours["seconds"] <= seed["seconds"] / 3),
-        ("wall ≤ 1.5 × the pg_dump floor", ours["seconds"] / floor["seconds"], ours["seconds"] <= 1.5 * floor["seconds"]),
+        ("wall ≤ 1.5 × the pg_dump floor", ours["seconds"] / floor["seconds"],
+         ours["seconds"] <= 1.5 * floor["seconds"]),
         ("archive ≤ the seed script's", ours["archive"] / seed["archive"], ours["archive"] <= seed["archive"]),
         ("own peak RSS ≤ 200 MB", ours["own_rss"] / 1e6, ours["own_rss"] <= 200e6),
     ]
@@ -144,7 +145,8 @@ def print_report(report: dict) -> bool:
         r = report["restore"]
         print("\n== restore and verify ==")
         print(f"{'pg_restore -j2 floor':24}{r['floor']['seconds']:9.2f}")
-        print(f"{'afbackup restore':24}{r['afbackup']['seconds']:9.2f}   own RSS {r['afbackup']['own_rss'] / mib:.1f} MiB")
+        print(f"{'afbackup restore':24}{r['afbackup']['seconds']:9.2f}"
+              f"   own RSS {r['afbackup']['own_rss'] / mib:.1f} MiB")
         print(f"{'download+decrypt+zstd':24}{r['raw_download']['seconds']:9.2f}")
         print(f"{'afbackup verify':24}{r['verify']['seconds']:9.2f}   own RSS {r['verify']['own_rss'] / mib:.1f} MiB")
         checks.append(("restore ≤ 1.3 × pg_restore -j2", r["afbackup"]["seconds"] / r["floor"]["seconds"],

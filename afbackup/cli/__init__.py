@@ -11,6 +11,7 @@ import importlib
 import logging
 import signal
 import sys
+from types import FrameType
 
 import click
 
@@ -31,7 +32,7 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _on_signal(signum, _frame) -> None:
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     app = AppContext(config_path=None, verbosity=0, log_format="text")
-    code, error = ExitCode.UNEXPECTED, ""
+    code, error = int(ExitCode.UNEXPECTED), ""
     try:
         code, error = _run(argv, app)
         return code

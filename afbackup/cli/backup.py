@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from afbackup.backup import prepare_backup, run_backup
+from afbackup.backup import _Run, prepare_backup, run_backup
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config.units import format_bytes
 from afbackup.errors import UsageError
+from afbackup.log import redact
 from afbackup.progress import Progress
 from afbackup.sources.postgres import pg_dump_argv
-from afbackup.log import redact
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -41,16 +43,16 @@ def backup(app: AppContext, dry_run: bool, labels: tuple[str, ...], as_json: boo
         return 0
     result = run_backup(run)
     app.record(backup_id=result.backup_id, bytes=result.archive_size,
-               rows=sum(result.manifest["scope"]["row_counts"].values()))
+               rows=sum(result.manifest.row_counts.values()))
     if as_json:
         emit_json({"backup_id": result.backup_id, "size": result.archive_size,
-                   "duration_seconds": round(result.duration, 3), "manifest": result.manifest})
+                   "duration_seconds": round(result.duration, 3), "manifest": result.manifest.raw})
     else:
         emit(result.backup_id)
     return 0
 
 
-def _plan(run) -> dict:
+def _plan(run: _Run) -> dict[str, Any]:
     scope, plan = run.plan.scope, run.plan
     argv = pg_dump_argv(plan.pg_dump.path, plan.dsn, scope, lock_wait_timeout=run.cfg.database.lock_wait_timeout,
                         snapshot="<exported snapshot>")
@@ -64,7 +66,7 @@ def _plan(run) -> dict:
     }
 
 
-def _plan_text(plan: dict) -> str:
+def _plan_text(plan: dict[str, Any]) -> str:
     lines = [
         f"would back up {plan['database']} (schema {plan['schema']}) to {plan['storage']}",
         f"  tables with rows ({len(plan['data_tables'])}): {', '.join(plan['data_tables'])}",

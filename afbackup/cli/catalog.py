@@ -44,29 +44,26 @@ def show(app: AppContext, backup_ref: str, as_json: bool) -> int:
     """Show the manifest of one backup (an id or `latest`). It contains no secrets."""
     store = open_store(app.settings().config.storage)
     record = resolve_backup(store, backup_ref)
-    manifest = record.manifest
-    doc = manifest.raw
+    manifest = record.complete_manifest
     if as_json:
-        emit_json(doc)
+        emit_json(manifest.raw)
         return 0
     emit(f"backup     {manifest.backup_id}  ({manifest.status})")
     emit(f"started    {iso(manifest.started_at)}   finished {iso(manifest.finished_at)}")
-    emit(f"airflow    {manifest.airflow.get('cli_version') or '?'} (schema {manifest.airflow.get('schema_revision')},"
-         f" Airflow {manifest.airflow.get('major')}.x)")
-    emit(f"postgres   server {manifest.postgres.get('server_version')}, {manifest.postgres.get('pg_dump_version')}")
+    airflow, postgres = manifest.airflow, manifest.postgres
+    emit(f"airflow    {airflow.cli_version or '?'} (schema {airflow.schema_revision}, Airflow {airflow.major}.x)")
+    emit(f"postgres   server {postgres.server_version}, {postgres.pg_dump_version}")
     emit(f"archive    {manifest.archive.key}  {format_bytes(manifest.archive.size)}  sha256 {manifest.archive.sha256}")
-    emit(f"encrypted  to {', '.join(manifest.encryption.get('recipients', []))}"
-         f"; signed by {manifest.encryption.get('signer') or '-'}")
+    emit(f"encrypted  to {', '.join(manifest.encryption.recipients)}; signed by {manifest.encryption.signer or '-'}")
     if manifest.exports is not None:
-        emit("exports    " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.exports.items())))
-    not_captured = doc.get("not_captured") or {}
-    missing = {k: v for k, v in not_captured.items() if v}
+        emit("exports    " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.exports.as_dict().items())))
+    missing = manifest.not_captured.missing()
     if missing:
         emit(f"NOT captured: {missing}")
     emit("tables (rows):")
     for table, count in sorted(manifest.row_counts.items()):
         emit(f"  {table:<40} {count:>12}")
-    schema_only = manifest.scope.get("schema_only_tables", [])
+    schema_only = manifest.scope.schema_only_tables
     if schema_only:
         emit(f"schema only: {', '.join(schema_only)}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from afbackup.check import CheckReport, CheckEntry, run_check
+from afbackup.check import CheckEntry, CheckReport, run_check
 from afbackup.cli.context import AppContext, duration, emit, emit_json, pass_app
 from afbackup.errors import ConfigError
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
@@ -38,7 +40,7 @@ def show_config(app: AppContext, as_json: bool) -> int:
     return 0
 
 
-def _masked(value):
+def _masked(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, (list, tuple)):

@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import click
 
@@ -56,6 +57,8 @@ class AppContext:
     def _notify(self, exit_code: int, error: str, seconds: float) -> None:
         from afbackup.notify import Outcome, notify
 
+        if self._settings is None:
+            return
         cfg = self._settings.config
         try:
             notify(cfg.notify, Outcome(command=self.command, ok=exit_code == 0, exit_code=exit_code,
@@ -85,11 +88,11 @@ class ReportedFailure(Exception):
         self.exit_code = exit_code
 
 
-def pass_app(command):
+def pass_app(command: Callable[..., int]) -> Callable[..., int]:
     """Pass the AppContext to a command, and mark that the command really ran (not just --help)."""
 
     @click.pass_context
-    def run_command(ctx: click.Context, *args, **kwargs):
+    def run_command(ctx: click.Context, *args: Any, **kwargs: Any) -> int:
         app = ctx.ensure_object(AppContext)
         app.running = True
         return ctx.invoke(command, app, *args, **kwargs)

@@ -22,7 +22,8 @@ from afbackup.progress import Progress
 @click.option("--keep", is_flag=True, help="Keep the scratch database (default: drop it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @pass_app
-def drill(app: AppContext, backup_ref: str, scratch_dsn: str, report_dir: str | None, rto_target, rpo_target,
+def drill(app: AppContext, backup_ref: str, scratch_dsn: str, report_dir: str | None, rto_target: float | None,
+          rpo_target: float | None,
           fernet_key_file: str, keep: bool, as_json: bool) -> int:
     """Rehearse a disaster recovery; exit 10 when a check fails or a target is missed."""
     options = DrillOptions(backup=backup_ref, scratch_dsn=scratch_dsn, keep=keep, rto_target=rto_target,

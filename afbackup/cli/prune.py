@@ -21,7 +21,13 @@ from afbackup.log import event
 from afbackup.manifest import iso, utcnow
 from afbackup.pins import pin_backup, unpin_backup
 from afbackup.prune import (
-    DELETE, PrunePlan, PruneResult, execute_prune, plan_prune, require_policy, signature_checker,
+    DELETE,
+    PrunePlan,
+    PruneResult,
+    execute_prune,
+    plan_prune,
+    require_policy,
+    signature_checker,
 )
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore

@@ -11,8 +11,9 @@ import dataclasses
 import json
 import os
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 

@@ -117,7 +117,7 @@ class StorageConfig(Section):
         return url.rstrip("/")
 
     @model_validator(mode="after")
-    def _parts_fit(self) -> "StorageConfig":
+    def _parts_fit(self) -> StorageConfig:
         if self.part_size < S3_MIN_PART:
             raise ValueError(f"storage.part_size must be at least {S3_MIN_PART} bytes (5 MiB, the S3 minimum)")
         if self.max_object_size and self.max_object_size > self.part_size * S3_MAX_PARTS:
@@ -140,7 +140,7 @@ class EncryptionConfig(Section):
     passphrase_command: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _one_passphrase_source(self) -> "EncryptionConfig":
+    def _one_passphrase_source(self) -> EncryptionConfig:
         if self.passphrase_file and self.passphrase_command:
             raise ValueError("set only one of encryption.passphrase_file and encryption.passphrase_command")
         return self

@@ -21,7 +21,8 @@ Contract every implementation keeps:
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from afbackup.errors import SourceError
 

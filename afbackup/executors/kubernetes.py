@@ -36,7 +36,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from afbackup.errors import AfbackupError, ConfigError
 from afbackup.executors.base import (
@@ -139,7 +140,7 @@ class KubernetesExecutor:
             future.add_done_callback(_close_late)
             raise ExecError(f"could not open an exec session to {self.namespace}/{pod} "
                             "before the timeout", hint="check the API server's health") from None
-        except Exception as exc:  # noqa: BLE001 -- the client wraps everything in ApiException
+        except Exception as exc:  # the client wraps everything in ApiException
             raise self._refused(exc, pod) from exc
         with contextlib.suppress(AttributeError, OSError):
             ws.sock.settimeout(max(0.001, deadline - time.monotonic()))  # no blocking past it
@@ -172,7 +173,7 @@ def _open_into(future: concurrent.futures.Future, configuration: Any, pod: str,
             core.connect_get_namespaced_pod_exec, pod, namespace, command=argv,
             container=container, stdin=with_stdin, stdout=True, stderr=True, tty=False,
             _preload_content=False, binary=True))
-    except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
+    except BaseException as exc:  # re-raised in the caller's thread
         future.set_exception(exc)
 
 
@@ -218,7 +219,7 @@ class _Session:
         try:
             for start in range(0, len(view), STDIN_CHUNK):
                 self.ws.write_stdin(bytes(view[start:start + STDIN_CHUNK]))
-        except Exception as exc:  # noqa: BLE001 -- the session ended; its status decides
+        except Exception as exc:  # the session ended; its status decides
             logger.debug("exec stdin stopped early: %s", type(exc).__name__)
 
     def wait(self, deadline: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from afbackup.errors import AfbackupError, ConfigError, PreflightError
@@ -75,6 +76,7 @@ class PodLocator:
         """The label selector of the target: given, or read from the workload's spec."""
         if self.kind == "selector":
             return self.ref
+        read: Callable[..., Any]
         if self.kind == "deployment":
             read, resource = self._apps.read_namespaced_deployment, "deployments"
         else:
@@ -95,7 +97,7 @@ class PodLocator:
                 f"{pod.metadata.name} (it has: {', '.join(names) or 'none'})",
                 hint="set kubernetes.container to one of them")
 
-    def _call(self, method: Any, access: tuple[str, str], what: str, *args: Any, **kwargs: Any):
+    def _call(self, method: Any, access: tuple[str, str], what: str, *args: Any, **kwargs: Any) -> Any:
         """One REST call, with API failures translated into our error tree."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError

@@ -6,10 +6,11 @@ import logging
 import os
 import subprocess
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from afbackup.executors.base import DEFAULT_MAX_STDOUT, STDERR_TAIL, CommandNotFound, ExecError, ExecResult
-from afbackup.procs import child_env
+from afbackup.procs import child_env, pipe
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class LocalExecutor:
             raise ExecError(f"cannot run {argv[0]}: {exc.strerror}") from None
         out, err = bytearray(), bytearray()
         readers = [
-            threading.Thread(target=_drain, args=(proc.stdout, out, max_stdout + 1), daemon=True),
-            threading.Thread(target=_drain, args=(proc.stderr, err, STDERR_TAIL, True), daemon=True),
+            threading.Thread(target=_drain, args=(pipe(proc.stdout), out, max_stdout + 1), daemon=True),
+            threading.Thread(target=_drain, args=(pipe(proc.stderr), err, STDERR_TAIL, True), daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -62,13 +63,13 @@ class LocalExecutor:
 def _feed(proc: subprocess.Popen, data: bytes) -> None:
     try:
         if data:
-            proc.stdin.write(data)
-        proc.stdin.close()
+            pipe(proc.stdin).write(data)
+        pipe(proc.stdin).close()
     except BrokenPipeError:
         pass  # the child exited early; its exit code tells why
 
 
-def _drain(stream, sink: bytearray, limit: int, keep_tail: bool = False) -> None:
+def _drain(stream: IO[bytes], sink: bytearray, limit: int, keep_tail: bool = False) -> None:
     """Read a pipe to EOF, keeping at most ``limit`` bytes (the head, or the tail)."""
     with stream:
         for chunk in iter(lambda: stream.read(65536), b""):

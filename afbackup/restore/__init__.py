@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from afbackup.config import Settings
 from afbackup.crypto import Gpg
@@ -29,8 +31,12 @@ from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
+from afbackup.sources.airflow import AirflowAgent
 from afbackup.storage import open_store
-from afbackup.unpack import read_archive, trusted_manifest
+from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
+
+if TYPE_CHECKING:
+    from afbackup.dbcheck import Finding
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +64,9 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     started = time.monotonic()
     cfg = settings.config
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    record = trusted_manifest(store, options.backup, gpg, cfg.encryption)
-    ctx = prepare_restore(cfg, record.manifest, options)
-    report = RestoreReport(record.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
+    manifest = trusted_manifest(store, options.backup, gpg, cfg.encryption).complete_manifest
+    ctx = prepare_restore(cfg, manifest, options)
+    report = RestoreReport(manifest.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
     if options.dry_run:
         report.dry_run, report.plan = True, describe_plan(ctx)
         return report
@@ -69,22 +75,23 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
         sinks = [SpoolSink(spool / "airflow.pgdump")] if "db" in options.parts else []
         progress.stage("restore: download → gpg → zstd → spool")
-        contents = read_archive(store, record.manifest, gpg, sinks, progress.advance)
+        contents = read_archive(store, manifest, gpg, sinks, progress.advance)
         progress.close()
         ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
-        report.steps.append(f"verified {record.manifest.archive.key}: {contents.dump_size} dump bytes, "
+        report.steps.append(f"verified {manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")
         if "db" in options.parts:
             _restore_database(ctx, sinks[0].path, spool, report)
     if ctx.agent is not None:
-        _airflow_steps(ctx, contents, report)
+        _airflow_steps(ctx, ctx.agent, contents, report)
     report.plan = describe_plan(ctx)  # for --json: what was planned (the version check is done by now)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _restore_database(ctx: RestoreContext, dump, spool, report: RestoreReport) -> None:
-    cfg, schema = ctx.cfg, ctx.manifest.postgres["schema"]
+def _restore_database(ctx: RestoreContext, dump: Path, spool: Path, report: RestoreReport) -> None:
+    cfg, schema = ctx.cfg, ctx.manifest.postgres.schema_name
+    assert ctx.pg_restore is not None  # planned whenever the database is restored
     toc = target.read_toc(ctx.pg_restore.path, dump)  # this pg_restore reads the dump: checked before any change
     created = target.prepare_target(ctx.state, ctx.password, schema, cfg.database.connect_timeout)
     try:
@@ -106,7 +113,7 @@ def _restore_database(ctx: RestoreContext, dump, spool, report: RestoreReport) -
         report.steps.append(f"paused {len(report.paused_dags)} active DAG(s)")
 
 
-def _check(ctx: RestoreContext, schema: str):
+def _check(ctx: RestoreContext, schema: str) -> list[Finding]:
     from afbackup.dbcheck import check_restored
     from afbackup.sources.postgres import connect
 
@@ -127,11 +134,12 @@ def _partial(ctx: RestoreContext, exc: RestoreError, created: bool) -> RestoreEr
     return exc
 
 
-def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None:
+def _airflow_steps(ctx: RestoreContext, agent: AirflowAgent, contents: ArchiveContents,
+                   report: RestoreReport) -> None:
     where = ctx.airflow
     if "db" in ctx.options.parts:
         if ctx.schema_action == "migrate":
-            airflow_steps.migrate(ctx.agent, where)
+            airflow_steps.migrate(agent, where)
             report.steps.append("airflow db migrate")
         if ctx.manifest.exports is None:
             logger.warning("backup %s was made without an executor: it carries no Fernet key or exports, so the "
@@ -139,16 +147,16 @@ def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None
             return
         if secrets_check.target_has_source_keys(ctx.manifest, ctx.schema_check().target_fingerprints):
             counts = secrets_check.check_directly(
-                ctx.options.target_dsn, ctx.password, ctx.manifest.postgres["schema"], contents,
+                ctx.options.target_dsn, ctx.password, ctx.manifest.postgres.schema_name, contents,
                 airflow_steps.expected_secrets(contents), ctx.cfg.database.connect_timeout)
             report.fernet = {"reencrypted": False, "checked": counts, "same_keys": True}
         else:
-            report.fernet = airflow_steps.repair_fernet(ctx.agent, where, contents)
+            report.fernet = airflow_steps.repair_fernet(agent, where, contents)
         what = "re-encrypted under" if report.fernet["reencrypted"] else "decrypts with"
         report.steps.append(f"every connection and variable {what} the target's Fernet key; values equal the backup")
         return
     parts = set(ctx.options.parts) - {"db"}
     if not parts:
         raise ConfigError("nothing to restore")
-    report.imported = airflow_steps.import_parts(ctx.agent, where, contents, parts, ctx.cfg.airflow.tmp_dir)
+    report.imported = airflow_steps.import_parts(agent, where, contents, parts, ctx.cfg.airflow.tmp_dir)
     report.steps.append("imported " + ", ".join(f"{n} {k}" for k, n in report.imported.items()))

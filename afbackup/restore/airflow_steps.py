@@ -39,7 +39,7 @@ class AirflowTarget:
     """Where the agent's Airflow points during a restore: ``database`` None means its own database."""
 
     env: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
-    database: dict[str, str] | None = None
+    database: dict[str, Any] | None = None  # host, port, user, dbname, query (a dict)
 
 
 def airflow_target(dsn: str, password: str | None, mode: str) -> AirflowTarget:

@@ -43,7 +43,7 @@ class RestoreContext:
     pg_restore: ToolVersion | None
     agent: AirflowAgent | None
     airflow: airflow_steps.AirflowTarget
-    schema: concurrent.futures.Future | None  # the target Airflow's SchemaCheck, running beside the download
+    schema: concurrent.futures.Future[airflow_steps.SchemaCheck] | None  # running beside the download
     jobs: int
     destructive: str  # the confirmation question, "" when nothing is destroyed
 
@@ -74,29 +74,30 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
             raise UsageError(f"backup {manifest.backup_id} has no connection/variable/pool exports (it was made "
                              "without an executor); restore it with --only db")
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
-    schema = manifest.postgres["schema"]
+    schema = manifest.postgres.schema_name
     state = target.inspect_target(options.target_dsn, password, schema, cfg.database.connect_timeout)
     pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
     destructive = _destructive(state, options) if "db" in options.parts else ""
     agent = _agent(cfg, options)
     where = airflow_steps.airflow_target(options.target_dsn, password, cfg.restore.airflow_db)
-    schema = None
+    schema_check: concurrent.futures.Future[airflow_steps.SchemaCheck] | None = None
     if agent is not None and "db" in options.parts:
         # Airflow's start-up takes seconds: the check runs while the archive downloads, and is
         # awaited before the target is touched.
-        schema = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
-            airflow_steps.check_schema, agent, where, manifest.airflow.get("schema_revision") or "",
+        schema_check = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
+            airflow_steps.check_schema, agent, where, manifest.airflow.schema_revision,
             migrate=options.migrate)
     elif "db" in options.parts:
         logger.warning("no executor configured: the target's Airflow version is not checked; run "
                        "`airflow db check-migrations` before starting Airflow on the restored database")
     jobs = options.jobs or cfg.restore.jobs
-    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema, jobs, destructive)
+    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema_check, jobs,
+                          destructive)
 
 
 def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:
     tool = tool_version("pg_restore", cfg.database.pg_bin_dir)
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", manifest.postgres.get("pg_dump_version", ""))
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", manifest.postgres.pg_dump_version)
     dumped_by = int(match.group(1)) if match else 0
     if tool.major < dumped_by:
         raise PreflightError(f"{tool.path} is version {tool.major}, older than the pg_dump {dumped_by} that made "
@@ -129,13 +130,13 @@ def describe_plan(ctx: RestoreContext) -> list[str]:
     """What the restore will do, in order (printed by ``--dry-run``)."""
     opts, state, m = ctx.options, ctx.state, ctx.manifest
     lines = [f"restore backup {m.backup_id} (finished {mf.iso(m.finished_at)}, Airflow "
-             f"{m.airflow.get('cli_version') or m.airflow.get('schema_release')}) into {state.dbname} on {state.server}",
+             f"{m.airflow.release}) into {state.dbname} on {state.server}",
              f"download and check {m.archive.key} ({m.archive.size} bytes) before touching the target"]
     if "db" in opts.parts:
         if not state.exists:
             lines.append(f"create database {state.dbname}")
         elif state.tables:
-            lines.append(f"DROP schema {m.postgres['schema']} of {state.dbname} ({state.tables} tables) (--clean)")
+            lines.append(f"DROP schema {m.postgres.schema_name} of {state.dbname} ({state.tables} tables) (--clean)")
         lines.append(f"pg_restore {len(m.row_counts)} tables with {sum(m.row_counts.values())} rows "
                      f"({ctx.jobs} job(s)), then compare row counts and sequences")
         if opts.pause_dags:

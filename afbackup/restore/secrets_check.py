@@ -11,7 +11,8 @@ paying Airflow's start-up. Any other case goes through the agent
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from psycopg import sql
@@ -23,7 +24,7 @@ from afbackup.unpack import ArchiveContents
 
 
 def target_has_source_keys(manifest: Manifest, target_fingerprints: Sequence[str]) -> bool:
-    source = set(manifest.airflow.get("fernet_fingerprints") or [])
+    source = set(manifest.airflow.fernet_fingerprints)
     return bool(source) and source <= set(target_fingerprints)
 
 

@@ -52,7 +52,7 @@ def maintenance_dsn(dsn: str) -> str:
 
 
 def inspect_target(dsn: str, password: str | None, schema: str, timeout: float) -> TargetState:
-    dbname = conninfo_to_dict(dsn).get("dbname") or ""
+    dbname = str(conninfo_to_dict(dsn).get("dbname") or "")
     if not dbname or dbname in ("postgres", "template0", "template1"):
         raise ConfigError(f"--target-dsn names database {dbname or '(none)'!r}",
                           hint="name the database to restore into, e.g. postgresql://user@host/airflow_restored")
@@ -65,7 +65,7 @@ def inspect_target(dsn: str, password: str | None, schema: str, timeout: float) 
             "SELECT n.nspname, count(c.oid) FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid"
             " AND c.relkind IN ('r', 'p') WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
             " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%' GROUP BY 1").fetchall()
-    counts = dict(rows)
+    counts: dict[str, int] = dict(rows)
     return TargetState(dsn, dbname, describe_server(dsn), True, schema in counts, counts.get(schema, 0),
                        sum(n for name, n in counts.items() if name != schema))
 

@@ -13,10 +13,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import shlex
+import shutil
+from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from afbackup.config.model import AirflowConfig
 from afbackup.errors import AfbackupError, ConfigError, SourceError
@@ -110,7 +111,7 @@ class AirflowAgent:
                 )
             raise SourceError(f"the Airflow agent on {self.executor.describe()} sent no reply", stage=stage)
         outcomes = []
-        for op, outcome in zip(ops, reply["results"]):
+        for op, outcome in zip(ops, reply["results"], strict=False):  # the agent stops at the first failure
             if not outcome.get("ok"):
                 raise SourceError(
                     f"airflow {op['op']} failed on {self.executor.describe()}: {outcome.get('error')}", stage=stage

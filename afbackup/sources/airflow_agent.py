@@ -20,6 +20,8 @@ Kubernetes exec v4 protocol (no half-close) works. Reply (stdout):
 ``AFBACKUP-AGENT/1 <length> <sha256>\\n<JSON>``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import json
@@ -28,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import traceback
+from typing import Any, Iterator
 
 MAGIC = b"AFBACKUP-AGENT/1"
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
@@ -38,12 +41,12 @@ EXPORTS = (
 )
 
 
-def _read_request():
+def _read_request() -> dict[str, Any]:
     size = int(sys.stdin.buffer.readline())
     return json.loads(sys.stdin.buffer.read(size).decode("utf-8"))
 
 
-def _reply(fd, payload):
+def _reply(fd: int, payload: dict[str, Any]) -> None:
     data = json.dumps(payload, sort_keys=True).encode("utf-8")
     header = b"%s %d %s\n" % (MAGIC, len(data), hashlib.sha256(data).hexdigest().encode("ascii"))
     with os.fdopen(fd, "wb") as out:
@@ -51,7 +54,7 @@ def _reply(fd, payload):
         out.flush()
 
 
-def _fstype(path):
+def _fstype(path: str) -> str:
     """The filesystem type holding ``path``, from /proc/self/mounts (longest mount prefix)."""
     best, fstype = "", "unknown"
     real = os.path.realpath(path)
@@ -68,12 +71,12 @@ def _fstype(path):
 
 
 @contextlib.contextmanager
-def _private_dir(base):
+def _private_dir(base: str) -> Iterator[str]:
     fstype = _fstype(base)
     if fstype not in MEMORY_FILESYSTEMS:
         raise RuntimeError(
-            "export directory %s is on %s, not a memory-backed filesystem; "
-            "set [airflow] tmp_dir to a tmpfs (e.g. /dev/shm or a memory emptyDir)" % (base, fstype)
+            f"export directory {base} is on {fstype}, not a memory-backed filesystem; "
+            "set [airflow] tmp_dir to a tmpfs (e.g. /dev/shm or a memory emptyDir)"
         )
     path = tempfile.mkdtemp(prefix="afbackup-", dir=base)
     os.chmod(path, 0o700)
@@ -83,10 +86,10 @@ def _private_dir(base):
         shutil.rmtree(path, ignore_errors=True)
 
 
-_PARSER = []
+_PARSER: list[Any] = []
 
 
-def _parser():
+def _parser() -> Any:
     """Airflow's CLI parser, built once per agent run (building it is not free)."""
     if not _PARSER:
         from airflow.cli import cli_parser
@@ -95,7 +98,7 @@ def _parser():
     return _PARSER[0]
 
 
-def _run_cli(argv, capture_dir=None):
+def _run_cli(argv: list[str], capture_dir: str | None = None) -> tuple[int, str]:
     """Run one Airflow CLI command in-process; return (exit code, its stdout if captured).
 
     Without ``capture_dir`` its output goes to stderr (fd 1 points there). With
@@ -123,7 +126,7 @@ def _run_cli(argv, capture_dir=None):
         return code, sink.read()
 
 
-def op_info(request):
+def op_info(request: dict[str, Any]) -> dict[str, Any]:
     import airflow
     from airflow.configuration import conf
 
@@ -139,12 +142,11 @@ def op_info(request):
     }
 
 
-def _exact_variables():
+def _exact_variables() -> dict[str, dict[str, Any]]:
     """Variable values exactly as stored (decrypted), with descriptions: the lossless copy."""
-    from sqlalchemy import select
-
     from airflow.models import Variable
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         return {
@@ -153,25 +155,25 @@ def _exact_variables():
         }
 
 
-def op_export(request):
+def op_export(request: dict[str, Any]) -> dict[str, Any]:
     """Export connections, variables and pools through the CLI into a private tmpfs dir."""
-    files = {}
+    files: dict[str, str] = {}
     with _private_dir(request.get("tmp_dir") or "/dev/shm") as workdir:
         for kind, name in EXPORTS:
             path = os.path.join(workdir, name)
             code, _ = _run_cli([kind, "export", path])
             if code != 0 or not os.path.exists(path):
-                raise RuntimeError("airflow %s export failed (exit %s); see stderr" % (kind, code))
+                raise RuntimeError(f"airflow {kind} export failed (exit {code}); see stderr")
             with open(path, "rb") as fh:
                 files[name] = fh.read().decode("utf-8")
             os.unlink(path)
-    result = {"files": files, "variables_exact": _exact_variables()}
+    result: dict[str, Any] = {"files": files, "variables_exact": _exact_variables()}
     if request.get("include_fernet_keys"):
         result["fernet_keys"] = _fernet_keys()
     return result
 
 
-def _reset_fernet():
+def _reset_fernet() -> None:
     """Forget the cached Fernet object (3.x: functools.cache; 2.x: a module global)."""
     from airflow.models import crypto
 
@@ -181,13 +183,13 @@ def _reset_fernet():
         crypto._fernet = None
 
 
-def _fernet_keys():
+def _fernet_keys() -> list[str]:
     from airflow.configuration import conf
 
     return [key.strip() for key in (conf.get("core", "fernet_key", fallback="") or "").split(",") if key.strip()]
 
 
-def op_schema(request):
+def op_schema(request: dict[str, Any]) -> dict[str, Any]:
     """The alembic head this Airflow ships, and whether it knows ``revision`` (older) or not (newer)."""
     from airflow.utils import db
 
@@ -201,25 +203,27 @@ def op_schema(request):
             "fernet_fingerprints": [hashlib.sha256(key.encode()).hexdigest()[:16] for key in _fernet_keys()]}
 
 
-def _read_secrets():
+def _read_secrets() -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, list[str]]]:
     """Decrypt every connection and variable; report what cannot be decrypted with the current keys.
 
     Raw columns, not ORM objects: Airflow 3 decrypts a connection while loading it,
     so one undecryptable row would abort the whole query.
     """
-    from sqlalchemy import text
-
     from airflow.models.crypto import get_fernet
     from airflow.utils.session import create_session
+    from sqlalchemy import text
 
     fernet = get_fernet()
 
-    def plain(value, encrypted):
+    def plain(value: str | None, encrypted: bool) -> str | None:
         return fernet.decrypt(value.encode("utf-8")).decode("utf-8") if value is not None and encrypted else value
 
-    connections, variables, broken = {}, {}, {"connections": [], "variables": []}
+    connections: dict[str, dict[str, Any]] = {}
+    variables: dict[str, Any] = {}
+    broken: dict[str, list[str]] = {"connections": [], "variables": []}
     with create_session() as session:
-        rows = session.execute(text("SELECT conn_id, password, is_encrypted, extra, is_extra_encrypted FROM connection"))
+        rows = session.execute(
+            text("SELECT conn_id, password, is_encrypted, extra, is_extra_encrypted FROM connection"))
         for conn_id, password, password_encrypted, extra, extra_encrypted in rows:
             try:
                 connections[conn_id] = {"password": plain(password, password_encrypted),
@@ -234,24 +238,23 @@ def _read_secrets():
     return connections, variables, broken
 
 
-def _read_pools():
-    from sqlalchemy import select
-
+def _read_pools() -> dict[str, dict[str, Any]]:
     from airflow.models import Pool
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         return {pool.pool: {"slots": pool.slots, "description": pool.description}
                 for pool in session.scalars(select(Pool))}
 
 
-def op_secrets_check(request):
+def op_secrets_check(request: dict[str, Any]) -> dict[str, Any]:
     """Which connections/variables fail to decrypt, and which connections/variables/pools differ from
     the expected values (names only: values never leave this process)."""
     connections, variables, broken = _read_secrets()
     expected = request.get("expected") or {}
     pools = _read_pools()
-    differ = {"connections": [], "variables": [], "pools": []}
+    differ: dict[str, list[str]] = {"connections": [], "variables": [], "pools": []}
     for name, item in (expected.get("pools") or {}).items():
         got = pools.get(name)
         if got is None or got["slots"] != item.get("slots") or (got["description"] or "") != (
@@ -270,13 +273,13 @@ def op_secrets_check(request):
                        "variables": len(variables) + len(broken["variables"]), "pools": len(pools)}}
 
 
-def _use_fernet_keys(keys):
+def _use_fernet_keys(keys: list[str]) -> None:
     """Make ``keys`` Airflow's fernet_key: its environment variable wins over every other source."""
     os.environ["AIRFLOW__CORE__FERNET_KEY"] = ",".join(keys)
     _reset_fernet()
 
 
-def op_fernet_reencrypt(request):
+def op_fernet_reencrypt(request: dict[str, Any]) -> dict[str, Any]:
     """Re-encrypt every encrypted value under this Airflow's key, decrypting with the source keys."""
     target = _fernet_keys()
     if not target:
@@ -290,18 +293,18 @@ def op_fernet_reencrypt(request):
             os.environ.pop("AIRFLOW__CORE__FERNET_KEY", None)
         _use_fernet_keys(target)
     if code != 0:
-        raise RuntimeError("airflow rotate-fernet-key exited with %s" % code)
+        raise RuntimeError(f"airflow rotate-fernet-key exited with {code}")
     return {"keys_used": len(target) + len(request["source_keys"])}
 
 
-def op_fernet_repair(request):
+def op_fernet_repair(request: dict[str, Any]) -> dict[str, Any]:
     """Check every secret decrypts under this Airflow's key; if not, re-encrypt with the source keys; check again.
 
     One agent run instead of three: Airflow's start-up is the expensive part.
     """
     before = op_secrets_check(request)
     broken = before["undecryptable"]
-    result = {"before": before, "reencrypted": False}
+    result: dict[str, Any] = {"before": before, "reencrypted": False}
     if (broken["connections"] or broken["variables"]) and request.get("source_keys"):
         op_fernet_reencrypt(request)
         result["reencrypted"] = True
@@ -309,11 +312,11 @@ def op_fernet_repair(request):
     return result
 
 
-def op_import(request):
+def op_import(request: dict[str, Any]) -> dict[str, bool]:
     """Import connections and pools with the CLI (overwrite), variables exactly through the ORM."""
     from airflow.models import Variable
 
-    done = {}
+    done: dict[str, bool] = {}
     with _private_dir(request.get("tmp_dir") or "/dev/shm") as workdir:
         for kind, argv_tail in (("connections", ["--overwrite"]), ("pools", [])):
             text = request.get(kind)
@@ -325,7 +328,7 @@ def op_import(request):
             code, _ = _run_cli([kind, "import", path] + argv_tail)
             os.unlink(path)
             if code != 0:
-                raise RuntimeError("airflow %s import exited with %s" % (kind, code))
+                raise RuntimeError(f"airflow {kind} import exited with {code}")
             done[kind] = True
     for key, item in (request.get("variables") or {}).items():
         Variable.set(key, item["val"], description=item.get("description"), serialize_json=False)
@@ -334,7 +337,7 @@ def op_import(request):
     return done
 
 
-def op_cli(request):
+def op_cli(request: dict[str, Any]) -> dict[str, Any]:
     code, out = _run_cli(list(request["argv"]), capture_dir=request.get("tmp_dir") or tempfile.gettempdir())
     return {"exit_code": code, "stdout": out}
 
@@ -345,7 +348,7 @@ OPERATIONS = {
 }
 
 
-def _driver():
+def _driver() -> str:
     """The SQLAlchemy driver this deployment uses (its URL's scheme), else psycopg2 when installed.
 
     Read without importing Airflow: importing it builds the engine from the old URL.
@@ -358,17 +361,17 @@ def _driver():
     return "postgresql+psycopg2" if importlib.util.find_spec("psycopg2") else "postgresql"
 
 
-def _point_at(database):
+def _point_at(database: dict[str, Any]) -> None:
     from urllib.parse import quote, urlencode
 
-    url = "%s://%s@%s:%s/%s" % (_driver(), quote(database["user"], safe=""), database["host"], database["port"],
-                                quote(database["dbname"], safe=""))
+    user, dbname = quote(database["user"], safe=""), quote(database["dbname"], safe="")
+    url = f"{_driver()}://{user}@{database['host']}:{database['port']}/{dbname}"
     if database.get("query"):
         url += "?" + urlencode(database["query"])
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
 
 
-def main():
+def main() -> None:
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # everything Airflow prints goes to stderr; only our reply uses reply_fd
     os.umask(0o077)
@@ -383,7 +386,7 @@ def main():
             results.append({"ok": True, "result": OPERATIONS[operation["op"]](operation)})
         except Exception as exc:  # reported to the caller, who decides
             traceback.print_exc(file=sys.stderr)
-            results.append({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+            results.append({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
             if not request.get("keep_going"):
                 break
     _reply(reply_fd, {"results": results})

@@ -10,7 +10,7 @@ the first release that shipped each schema head.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 # schema head revision -> first Airflow release with that schema (ordered oldest first)
 SCHEMA_HEADS: tuple[tuple[str, str], ...] = (

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -63,14 +64,15 @@ def connect(dsn: str, password: str | None, timeout: float, *, autocommit: bool 
     """Open a connection; failures are preflight errors naming the server, never the password."""
     if not dsn:
         raise ConfigError("database.dsn is not set", hint="set it in [database] or AFBACKUP_DATABASE_DSN")
-    kwargs = {"password": password} if password else {}
+    kwargs: dict[str, Any] = {"password": password} if password else {}
     try:
         return psycopg.connect(
             dsn, connect_timeout=max(1, int(timeout)), application_name="afbackup", autocommit=autocommit, **kwargs
         )
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PreflightError(f"cannot connect to PostgreSQL: {first}", hint="check database.dsn and the password") from None
+        raise PreflightError(f"cannot connect to PostgreSQL: {first}",
+                             hint="check database.dsn and the password") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +88,17 @@ class Catalog:
     revisions: dict[str, str]  # alembic table -> version_num
 
 
+def one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The one row of a query that always returns one (SHOW, an aggregate, a function call)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("a single-row query returned no row")
+    return row
+
+
 def read_catalog(conn: psycopg.Connection, configured_schema: str = "") -> Catalog:
     server_num = conn.info.server_version
-    version = conn.execute("SHOW server_version").fetchone()[0]
+    version = one_row(conn.execute("SHOW server_version"))[0]
     database = conn.info.dbname
     schema = configured_schema or _find_airflow_schema(conn)
     tables = tuple(row[0] for row in conn.execute(_TABLES, (schema,)).fetchall())
@@ -149,7 +159,7 @@ class Snapshot:
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        self.snapshot_id: str = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        self.snapshot_id: str = one_row(conn.execute("SELECT pg_export_snapshot()"))[0]
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_wait_timeout * 1000)}ms")))
 
     def count_rows(self, schema: str, tables: Sequence[str]) -> dict[str, int]:

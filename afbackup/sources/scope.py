@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from afbackup.errors import ConfigError
 

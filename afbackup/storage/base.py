@@ -7,11 +7,14 @@ Keys are relative to the configured prefix (``s3://bucket/prefix`` or
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
-from typing import IO, Iterator, Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from afbackup.errors import StorageError
+from afbackup.streams import Readable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,7 @@ class ObjectStore(Protocol):
 
     def describe(self) -> str: ...
 
-    def put_stream(self, key: str, reader: IO[bytes], *, retention: Retention | None = None) -> StoredObject:
+    def put_stream(self, key: str, reader: Readable, *, retention: Retention | None = None) -> StoredObject:
         """Stream ``reader`` to ``key`` (multipart). On any failure nothing stays visible at ``key``."""
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = True,
@@ -67,16 +70,16 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, key: str, *, limit: int = 64 << 20) -> bytes: ...
 
-    def open_read(self, key: str, *, version_id: str = "") -> IO[bytes]: ...
+    def open_read(self, key: str, *, version_id: str = "") -> Readable: ...
 
     def head(self, key: str) -> StoredObject | None: ...
 
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
         """Delete keys; return the ones that could not be deleted (e.g. under Object Lock)."""
 
-    def pending_uploads(self, prefix: str) -> list[PendingUpload]: ...
+    def pending_uploads(self, prefix: str) -> builtins.list[PendingUpload]: ...
 
     def abort_upload(self, upload: PendingUpload) -> None: ...
 

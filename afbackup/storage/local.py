@@ -8,15 +8,18 @@ killed run are reported as pending uploads, and ``prune`` removes them.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import shutil
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO
 
 from afbackup.errors import AfbackupError, NotFoundError, StorageError
 from afbackup.storage.base import AlreadyExists, DeleteFailure, PendingUpload, Retention, StoredObject
+from afbackup.streams import Readable
 
 PARTIAL = ".partial-"
 COPY_CHUNK = 1 << 20
@@ -45,7 +48,7 @@ class LocalStore:
             raise StorageError(f"cannot create {path.parent}: {exc.strerror}", stage="storage") from None
         return path.with_name(f".{path.name}{PARTIAL}{uuid.uuid4().hex[:12]}")
 
-    def put_stream(self, key: str, reader: IO[bytes], *, retention: Retention | None = None) -> StoredObject:
+    def put_stream(self, key: str, reader: Readable, *, retention: Retention | None = None) -> StoredObject:
         path = self._path(key)
         temp = self._temp_for(path)
         try:
@@ -64,7 +67,10 @@ class LocalStore:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return self.head(key)  # type: ignore[return-value]
+        stored = self.head(key)
+        if stored is None:
+            raise StorageError(f"{path} vanished right after it was written", stage="storage")
+        return stored
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = True,
                   retention: Retention | None = None) -> StoredObject:
@@ -108,7 +114,7 @@ class LocalStore:
             st = self._path(key).stat()
         except FileNotFoundError:
             return None
-        return StoredObject(key, st.st_size, last_modified=dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
+        return StoredObject(key, st.st_size, last_modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         for path in sorted(self._walk()):
@@ -125,7 +131,7 @@ class LocalStore:
             for name in names:
                 yield Path(dirpath) / name
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
         failures = []
         for key in keys:
             try:
@@ -134,12 +140,12 @@ class LocalStore:
                 failures.append(DeleteFailure(key, "OSError", exc.strerror or str(exc)))
         return failures
 
-    def pending_uploads(self, prefix: str) -> list[PendingUpload]:
+    def pending_uploads(self, prefix: str) -> builtins.list[PendingUpload]:
         pending = []
         for path in self._walk():
             key = path.relative_to(self.root).as_posix()
             if PARTIAL in path.name and key.startswith(prefix):
-                started = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
+                started = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
                 pending.append(PendingUpload(key, path.name, started))
         return pending
 

@@ -11,25 +11,27 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from afbackup.errors import AfbackupError, StorageError
 from afbackup.log import event
 
 logger = logging.getLogger(__name__)
 
-Fetch = Callable[[int, str], tuple]  # (offset, etag) -> (body, etag)
+Fetch = Callable[[int, str], tuple[Any, str]]  # (offset, etag) -> (body: a botocore stream, etag)
 
 
 class ResumingReader:
     def __init__(self, fetch: Fetch, *, retries: int, describe: str,
-                 translate: Callable[[Exception], AfbackupError], sleep=time.sleep) -> None:
+                 translate: Callable[[Exception], AfbackupError],
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._fetch, self._retries, self._describe = fetch, retries, describe
         self._translate, self._sleep = translate, sleep
         self.offset = 0
         self.resumptions = 0
         self._etag = ""
-        self._body = None
+        self._body: Any = None
         self._open()
 
     def _open(self) -> None:

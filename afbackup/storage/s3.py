@@ -9,9 +9,11 @@ botocore errors become ``StorageError`` here, and nowhere else.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import logging
-from typing import IO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -22,6 +24,7 @@ from afbackup.config.model import StorageConfig
 from afbackup.errors import AfbackupError, NotFoundError, StorageError
 from afbackup.storage.base import AlreadyExists, DeleteFailure, PendingUpload, Retention, StoredObject
 from afbackup.storage.reader import ResumingReader
+from afbackup.streams import Readable
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +61,10 @@ class S3Store:
     def _rel(self, full: str) -> str:
         return full[len(self.prefix) + 1:] if self.prefix else full
 
-    def _error(self, exc: Exception, action: str, key: str = "") -> StorageError:
+    def _error(self, exc: Exception, action: str, key: str = "") -> AfbackupError:
         code, message = _describe_error(exc)
         where = f"s3://{self.bucket}/{self._key(key)}" if key else self.url
-        cls = NotFoundError if code in _NOT_FOUND else StorageError
+        cls: type[AfbackupError] = NotFoundError if code in _NOT_FOUND else StorageError
         return cls(f"S3 {action} {where} failed: {code} {message}".strip(),
                    hint="check the bucket, endpoint, credentials and network", stage="storage")
 
@@ -71,7 +74,7 @@ class S3Store:
         return {"ObjectLockMode": retention.mode, "ObjectLockRetainUntilDate": retention.until,
                 "ChecksumAlgorithm": "CRC32"}
 
-    def put_stream(self, key: str, reader: IO[bytes], *, retention: Retention | None = None) -> StoredObject:
+    def put_stream(self, key: str, reader: Readable, *, retention: Retention | None = None) -> StoredObject:
         transfer = TransferConfig(
             multipart_threshold=self.cfg.part_size, multipart_chunksize=self.cfg.part_size,
             max_concurrency=self.cfg.upload_concurrency, use_threads=True, preferred_transfer_client="classic",
@@ -116,8 +119,8 @@ class S3Store:
             raise StorageError(f"{key} is larger than {limit} bytes", stage="storage")
         return data
 
-    def open_read(self, key: str, *, version_id: str = "") -> IO[bytes]:
-        def fetch(offset: int, etag: str):
+    def open_read(self, key: str, *, version_id: str = "") -> Readable:
+        def fetch(offset: int, etag: str) -> tuple[Any, str]:
             args = {"Bucket": self.bucket, "Key": self._key(key)}
             if version_id:
                 args["VersionId"] = version_id
@@ -153,7 +156,7 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "listing of", prefix) from None
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
         failures: list[DeleteFailure] = []
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(key)} for key in keys[start:start + 1000]]
@@ -165,7 +168,7 @@ class S3Store:
                          for err in response.get("Errors", [])]
         return failures
 
-    def pending_uploads(self, prefix: str) -> list[PendingUpload]:
+    def pending_uploads(self, prefix: str) -> builtins.list[PendingUpload]:
         uploads: list[PendingUpload] = []
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
@@ -189,6 +192,6 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "HEAD of", key) from None
         until = meta.get("ObjectLockRetainUntilDate")
-        if meta.get("ObjectLockMode") and until and until > dt.datetime.now(dt.timezone.utc):
+        if meta.get("ObjectLockMode") and until and until > dt.datetime.now(dt.UTC):
             return Retention(meta["ObjectLockMode"], until)
         return None

@@ -18,8 +18,9 @@ import socket
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -533,7 +534,8 @@ def gpg_keys() -> Iterator[dict[str, Any]]:
     home = Path(tempfile.mkdtemp(prefix="afbk"))
     try:
         _gpg(home, "--passphrase", "", "--quick-gen-key", "signer <signer@example.invalid>", "ed25519", "sign", "never")
-        _gpg(home, "--passphrase", "", "--quick-gen-key", "drill <drill@example.invalid>", "future-default", "default", "never")
+        _gpg(home, "--passphrase", "", "--quick-gen-key", "drill <drill@example.invalid>", "future-default", "default",
+             "never")
         # the first fpr after each pub line is the primary's
         by_uid = {}
         lines = _gpg(home, "--list-keys", "--with-colons").splitlines()
@@ -723,7 +725,8 @@ def _psql(pg: dict[str, Any], user: str, db: str, *args: str) -> subprocess.Comp
 
 def test_roles_sql_gives_a_read_only_dump_role_and_a_createdb_restore_role(postgres):
     pg = postgres
-    setup = _psql(pg, "admin", "postgres", "-c", "CREATE ROLE airflow LOGIN", "-c", "CREATE DATABASE airflow OWNER airflow")
+    setup = _psql(pg, "admin", "postgres", "-c", "CREATE ROLE airflow LOGIN",
+                  "-c", "CREATE DATABASE airflow OWNER airflow")
     assert setup.returncode == 0, setup.stderr
     tables = """
         CREATE TABLE dag (dag_id text PRIMARY KEY);
@@ -737,7 +740,8 @@ def test_roles_sql_gives_a_read_only_dump_role_and_a_createdb_restore_role(postg
         result = _psql(pg, "admin", "airflow", "-f", str(sql))
         assert result.returncode == 0, result.stderr
     # A table created after the grants, as a later Airflow migration would.
-    assert _psql(pg, "airflow", "airflow", "-c", "CREATE TABLE asset (id int); INSERT INTO asset VALUES (1)").returncode == 0
+    created = _psql(pg, "airflow", "airflow", "-c", "CREATE TABLE asset (id int); INSERT INTO asset VALUES (1)")
+    assert created.returncode == 0
 
     dump = pg["tmp"] / "airflow.dump"
     result = run([pg["bin"] / "pg_dump", "-h", "127.0.0.1", "-p", pg["port"], "-U", "afbackup",

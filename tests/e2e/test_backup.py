@@ -11,7 +11,13 @@ import pytest
 
 from tests.harness.airflow_env import CANARY_PASSWORD
 from tests.helpers import (
-    bucket_of, download, join_dump, open_with_standard_tools, pending_uploads, s3_keys, sha256_file,
+    bucket_of,
+    download,
+    join_dump,
+    open_with_standard_tools,
+    pending_uploads,
+    s3_keys,
+    sha256_file,
     stored_manifest,
 )
 

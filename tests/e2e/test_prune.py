@@ -100,7 +100,8 @@ def test_dry_run_changes_nothing_and_confirm_deletes_exactly_the_plan(env, sourc
     # THEN it prints the plan and the bucket is exactly as it was (objects, versions, uploads)
     assert dry.returncode == 0, dry.stderr
     assert snapshot(env, bucket) == before
-    assert "dry run: would delete 2 of 6 backups and 1 failed or killed attempt (10 objects), abort 1 upload" in dry.stdout
+    assert ("dry run: would delete 2 of 6 backups and 1 failed or killed attempt (10 objects), abort 1 upload"
+            in dry.stdout)
     actions = {b["backup_id"]: b["action"] for b in planned["plan"]["backups"]}
     assert actions == {ids[0]: "keep", ids[1]: "keep", ids[2]: "keep", ids[3]: "delete", ids[4]: "keep",
                        ids[5]: "delete"}

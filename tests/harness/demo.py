@@ -89,8 +89,9 @@ def main() -> int:
 
         step("what happened")
         print(f"backup id   {backup_id}")
-        print(f"stored      {manifest['objects'][0]['size']:,} bytes, encrypted to {len(manifest['encryption']['recipients'])}"
-              f" key(s), manifest signed by {manifest['encryption']['signer']}")
+        encryption = manifest["encryption"]
+        print(f"stored      {manifest['objects'][0]['size']:,} bytes, encrypted to "
+              f"{len(encryption['recipients'])} key(s), manifest signed by {encryption['signer']}")
         print(f"took        {seconds:.1f}s")
         print(f"exports     {manifest['exports']}")
         rows = manifest["scope"]["row_counts"]

@@ -37,7 +37,7 @@ class Environment:
         self._templates: dict[str, AirflowInstance] = {}
         self._counter = 0
 
-    def start(self) -> "Environment":
+    def start(self) -> Environment:
         self.pg.start()
         self.s3.start()
         self.keys = make_keyring(("backup", "signer", "stranger"))
@@ -54,7 +54,7 @@ class Environment:
         self.pg.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Environment":
+    def __enter__(self) -> Environment:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,7 @@ import http.client
 import http.server
 import threading
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 from tests.harness.pg import free_port
 
@@ -53,7 +53,7 @@ class FaultProxy:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self._thread.start()
         return self
 
@@ -61,7 +61,7 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -106,7 +106,8 @@ class FaultProxy:
                 self.send_response(response.status)
                 head = self.command == "HEAD"
                 for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection") and (head or key.lower() != "content-length"):
+                    hop_by_hop = key.lower() in ("transfer-encoding", "connection")
+                    if not hop_by_hop and (head or key.lower() != "content-length"):
                         self.send_header(key, value)
                 if not head:
                     self.send_header("Content-Length", str(len(data)))

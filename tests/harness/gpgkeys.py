@@ -28,7 +28,7 @@ class KeyRing:
     def export_secret(self, name: str) -> bytes:
         return self.gpg("--export-secret-keys", self.fingerprints[name]).stdout
 
-    def public_only_copy(self, names: list[str], base: str | None = None) -> "KeyRing":
+    def public_only_copy(self, names: list[str], base: str | None = None) -> KeyRing:
         """A keyring holding only the public keys of ``names`` (like a backup pod's)."""
         other = new_home(base)
         for name in names:

@@ -56,7 +56,7 @@ class PostgresServer:
     def _cmd(self, *argv: str) -> list[str]:
         return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if self.run_as:
             owner = pwd.getpwnam(self.run_as)
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
@@ -77,7 +77,7 @@ class PostgresServer:
                            capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

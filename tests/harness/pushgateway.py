@@ -82,7 +82,7 @@ class Pushgateway:
             argv.append(f"--web.config.file={config}")
         return argv
 
-    def start(self, timeout: float = 15.0) -> "Pushgateway":
+    def start(self, timeout: float = 15.0) -> Pushgateway:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -107,7 +107,7 @@ class Pushgateway:
                 self.proc.wait()
         self._dir.cleanup()
 
-    def __enter__(self) -> "Pushgateway":
+    def __enter__(self) -> Pushgateway:
         return self.start()
 
     def __exit__(self, *exc) -> None:

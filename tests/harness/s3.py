@@ -26,7 +26,7 @@ class MotoServer:
         self.min_part_size = min_part_size
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         env = dict(os.environ, **FAKE_CREDENTIALS)
         if self.min_part_size:
             env["S3_UPLOAD_PART_MIN_SIZE"] = str(self.min_part_size)
@@ -41,7 +41,7 @@ class MotoServer:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("moto server exited at start")
+                    raise RuntimeError("moto server exited at start") from None
                 time.sleep(0.1)
         raise RuntimeError("moto server did not start within 30 s")
 
@@ -53,7 +53,7 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

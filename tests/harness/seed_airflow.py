@@ -32,7 +32,7 @@ def main():
             args.func(args)
         except SystemExit as exc:
             if exc.code not in (0, None):
-                raise RuntimeError("airflow %s failed: %s" % (" ".join(argv[:3]), exc.code))
+                raise RuntimeError(f"airflow {' '.join(argv[:3])} failed: {exc.code}") from None
 
 
 main()

@@ -39,7 +39,7 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self.port}/services/T0TEST/B0TEST/{self.token}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         self._thread.start()
         return self
 
@@ -48,7 +48,7 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -17,8 +17,17 @@ import pytest
 from afbackup.config.model import DatabaseConfig
 from afbackup.errors import ConfigError, PreflightError
 from afbackup.sources.postgres import (
-    Snapshot, ToolVersion, check_dump_version, connect, pg_dump_argv, pg_dump_hint, qualified, quote_ident,
-    read_catalog, read_password, tool_version,
+    Snapshot,
+    ToolVersion,
+    check_dump_version,
+    connect,
+    pg_dump_argv,
+    pg_dump_hint,
+    qualified,
+    quote_ident,
+    read_catalog,
+    read_password,
+    tool_version,
 )
 from afbackup.sources.scope import compute_scope
 from tests.harness.pg import PostgresServer

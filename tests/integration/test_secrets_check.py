@@ -7,9 +7,11 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
+from afbackup import manifest as mf
 from afbackup.errors import SourceError
 from afbackup.restore.secrets_check import check_directly, target_has_source_keys
 from afbackup.unpack import ArchiveContents
+from tests.harness.manifests import manifest_doc
 from tests.harness.pg import PostgresServer
 
 KEY = Fernet.generate_key().decode()
@@ -40,7 +42,8 @@ def _contents(keys):
     return ArchiveContents({"airflow/fernet.json": json.dumps({"keys": keys}).encode()}, 0)
 
 
-EXPECTED = {"connections": {"db": {"password": "s3cret", "extra": '{"a":1}'}, "plain": {"password": "p", "extra": None}},
+EXPECTED = {"connections": {"db": {"password": "s3cret", "extra": '{"a":1}'},
+                            "plain": {"password": "p", "extra": None}},
             "variables": {"json": '"hello"', "raw": "x"}}
 
 
@@ -61,11 +64,13 @@ def test_a_wrong_key_fails(pg, db):
         check_directly(pg.dsn(db), None, "public", _contents([Fernet.generate_key().decode()]), EXPECTED, 10)
 
 
-def test_same_keys_means_every_source_key_is_a_target_key():
-    class M:
-        airflow = {"fernet_fingerprints": ["aa", "bb"]}
+def _manifest(fingerprints: list[str]) -> mf.Manifest:
+    doc = manifest_doc()
+    doc["airflow"]["fernet_fingerprints"] = fingerprints
+    return mf.parse_manifest(mf.dump_manifest(doc), "manifest.json")
 
-    assert target_has_source_keys(M, ["bb", "aa", "cc"])
-    assert not target_has_source_keys(M, ["aa"])
-    M.airflow = {"fernet_fingerprints": []}
-    assert not target_has_source_keys(M, ["aa"])
+
+def test_same_keys_means_every_source_key_is_a_target_key():
+    assert target_has_source_keys(_manifest(["aa", "bb"]), ["bb", "aa", "cc"])
+    assert not target_has_source_keys(_manifest(["aa", "bb"]), ["aa"])
+    assert not target_has_source_keys(_manifest([]), ["aa"])

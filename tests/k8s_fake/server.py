@@ -139,7 +139,7 @@ class FakeCluster:
         return path
 
     # -- lifecycle --------------------------------------------------------
-    def start(self) -> "FakeCluster":
+    def start(self) -> FakeCluster:
         started = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, args=(started,), name="k8s-fake",
@@ -155,7 +155,7 @@ class FakeCluster:
             self._thread.join(10)
             self._loop = self._thread = None
 
-    def __enter__(self) -> "FakeCluster":
+    def __enter__(self) -> FakeCluster:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -23,7 +23,13 @@ from afbackup.config.model import AirflowConfig
 from afbackup.errors import ConfigError, SourceError
 from afbackup.executors.base import DEFAULT_MAX_STDOUT, ExecResult
 from afbackup.sources.airflow import (
-    BOOTSTRAP, MAGIC, AirflowAgent, _parse_reply, _shebang_python, export_all, resolve_python,
+    BOOTSTRAP,
+    MAGIC,
+    AirflowAgent,
+    _parse_reply,
+    _shebang_python,
+    export_all,
+    resolve_python,
 )
 
 

@@ -118,7 +118,7 @@ def test_gnu_tar_lists_and_joins_the_parts(tmp_path):
     # THEN it sees every member with its size, and no warnings
     lines = listing.stdout.splitlines()
     assert len(lines) == len(writer.members)
-    for line, record in zip(lines, writer.members):
+    for line, record in zip(lines, writer.members, strict=True):
         assert line.endswith(record.name) and f" {record.size} " in line
     assert listing.stderr == ""
     # AND the documented break-glass command reassembles the dump exactly

@@ -17,14 +17,15 @@ from afbackup import manifest as mf
 from afbackup.catalog import list_backups
 from afbackup.check import CheckEntry, CheckReport
 from afbackup.cli import run
+from afbackup.cli.prune import break_lock
 from afbackup.config.model import RetentionConfig
 from afbackup.errors import ConfigError, IntegrityError, LockedError
 from afbackup.lock import WRITER_LOCK
 from afbackup.pins import pin_backup, pin_key, unpin_backup
-from afbackup.cli.prune import break_lock
 from afbackup.prune import DELETE, KEEP, REPORT, deletion_order, execute_prune, format_age, plan_prune
 from afbackup.storage.base import DeleteFailure, Retention
 from afbackup.storage.local import LocalStore
+from tests.harness.manifests import manifest_doc
 
 NOW = mf.utcnow().replace(microsecond=0)
 DAY = dt.timedelta(days=1)
@@ -59,10 +60,9 @@ def add(store: LocalStore, started: dt.datetime, tag: str, state: str = "complet
         store.put_bytes(mf.key_of(backup_id, mf.FAILED_NAME), json.dumps({"error": "pg_dump: exited 73"}).encode())
     if state in ("complete", "damaged"):
         store.put_bytes(mf.key_of(backup_id, mf.SIGNATURE_NAME), b"sig")
-        doc = {"format": mf.FORMAT, "format_version": 1, "backup_id": backup_id, "status": "complete",
-               "started_at": mf.iso(started), "finished_at": mf.iso(started + dt.timedelta(minutes=5)),
-               "archive_members": [], "objects": [{"key": mf.ARCHIVE_NAME, "size": 10, "sha256": "0" * 64}],
-               "scope": {}, "airflow": {}, "postgres": {}, "encryption": {}}
+        doc = manifest_doc(backup_id=backup_id, started_at=mf.iso(started),
+                           finished_at=mf.iso(started + dt.timedelta(minutes=5)), archive_members=[],
+                           objects=[{"key": mf.ARCHIVE_NAME, "size": 10, "sha256": "0" * 64}])
         store.put_bytes(mf.key_of(backup_id, mf.MANIFEST_NAME), b"{" if state == "damaged" else mf.dump_manifest(doc))
     for obj in store.list(mf.backup_prefix(backup_id)):
         stamp = started.timestamp()

@@ -14,7 +14,7 @@ from afbackup.config.model import RetentionConfig
 from afbackup.errors import ConfigError
 from afbackup.retention import FUTURE, NOT_KEPT, Candidate, Plan, Policy, plan_retention
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 

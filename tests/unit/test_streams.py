@@ -92,7 +92,7 @@ def start(target) -> tuple[threading.Thread, dict]:
     def run():
         try:
             outcome["value"] = target()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the test to inspect
+        except BaseException as exc:  # recorded for the test to inspect
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)
