@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 
 PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
 
-.PHONY: demo test bench install airflow tools awscli pushgateway clean
+.PHONY: demo test unit bench install airflow tools awscli pushgateway clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,11 @@ demo: install $(VENVS)/airflow-$(AIRFLOW3)/.afbackup-ready
 # The whole suite: unit, integration and end-to-end (real PostgreSQL, gpg, S3 over HTTP, Airflow 2.x and 3.x).
 test: install airflow tools awscli pushgateway
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider -q tests
+
+# The fast tier: every test that needs only `make install` (no PostgreSQL, no Airflow venvs, no tools).
+# A unit test that tries to start one of those fails loudly (tests/harness/tier.py; CONTRIBUTING.md).
+unit: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -q --unit tests
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.
 bench: install airflow awscli
