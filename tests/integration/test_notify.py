@@ -15,6 +15,7 @@ import pytest
 
 from afbackup.config.model import NotifyConfig
 from afbackup.notify import Outcome, notify
+from tests.harness.clock import FakeClock
 from tests.harness.pg import free_port
 from tests.harness.pushgateway import BASIC_AUTH_PASSWORD, INSTALL_HINT, Pushgateway, find_pushgateway
 from tests.harness.webhook import WebhookReceiver
@@ -210,14 +211,15 @@ def test_metrics_are_pushed_and_read_back(gateway, instance, logs):
 def test_a_failure_keeps_the_last_success_timestamp(gateway, instance):
     cfg = NotifyConfig(pushgateway_url=gateway.url)
     group = {"job": "afbackup", "instance": instance, "command": "backup"}
+    clock = FakeClock()
     # GIVEN a successful backup
     ok = Outcome(command="backup", ok=True, exit_code=0, seconds=10, backup_id="b1", bytes=2048, rows=5)
-    assert notify(cfg, ok, instance=instance) == []
+    assert notify(cfg, ok, instance=instance, clock=clock) == []
     success_at = gateway.value("afbackup_last_success_timestamp_seconds", **group)
-    assert success_at is not None
-    time.sleep(0.01)
-    # WHEN the next backup fails
-    assert notify(cfg, FAILED_BACKUP, instance=instance) == []
+    assert success_at == clock.now().timestamp()
+    # WHEN the next backup fails, an hour later
+    clock.advance(3600)
+    assert notify(cfg, FAILED_BACKUP, instance=instance, clock=clock) == []
     # THEN the last run shows the failure …
     assert gateway.value("afbackup_success", **group) == 0
     assert gateway.value("afbackup_exit_code", **group) == 6
