@@ -249,6 +249,7 @@ def _failed_and_skipped(reports: list[dict[str, Any]]) -> tuple[list[str], set[t
     return failed, skipped
 
 
+@pytest.mark.slow  # checkov takes about 5 s
 @pytest.mark.integration  # needs the tools venv (make tools)
 def test_checkov_kubernetes_has_no_finding_beyond_the_documented_skips():
     failed, skipped = _failed_and_skipped(_checkov("--directory", str(K8S), "--framework", "kubernetes"))
@@ -256,6 +257,7 @@ def test_checkov_kubernetes_has_no_finding_beyond_the_documented_skips():
     assert skipped <= ACCEPTED_CHECKOV, f"undocumented skips: {skipped - ACCEPTED_CHECKOV}"
 
 
+@pytest.mark.slow  # checkov takes about 5 s
 @pytest.mark.integration  # needs the tools venv (make tools)
 def test_checkov_dockerfile_has_no_finding():
     failed, skipped = _failed_and_skipped(
@@ -729,6 +731,7 @@ def _psql(pg: dict[str, Any], user: str, db: str, *args: str) -> subprocess.Comp
                 "-U", user, "-d", db, *args])
 
 
+@pytest.mark.slow  # initdb + start + stop: about 5 s
 @pytest.mark.integration  # starts its own PostgreSQL server
 def test_roles_sql_gives_a_read_only_dump_role_and_a_createdb_restore_role(postgres):
     pg = postgres

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import bucket_of, s3_keys
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: a backup with Airflow in the module fixture, then `check` probes the Airflow executor
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 
 def _backup(env, major):

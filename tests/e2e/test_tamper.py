@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import bucket_of
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 
 @pytest.fixture
