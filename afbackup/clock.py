@@ -23,7 +23,7 @@ class SystemClock:
     """The real clock."""
 
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
 
 
 SYSTEM_CLOCK: Clock = SystemClock()

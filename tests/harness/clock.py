@@ -13,7 +13,7 @@ import sys
 
 from afbackup.clock import SYSTEM_CLOCK
 
-EPOCH = dt.datetime(2026, 11, 24, 4, 0, 0, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2026, 11, 24, 4, 0, 0, tzinfo=dt.UTC)
 
 
 class FakeClock:

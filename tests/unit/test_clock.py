@@ -45,10 +45,10 @@ def dead_lock(store: LocalStore, taken: dt.datetime, ttl: float = TTL) -> None:
 
 
 def test_system_clock_is_aware_utc_now():
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     now = SYSTEM_CLOCK.now()
     assert now.tzinfo is not None and now.utcoffset() == dt.timedelta(0)
-    assert before <= now <= dt.datetime.now(dt.timezone.utc)
+    assert before <= now <= dt.datetime.now(dt.UTC)
 
 
 def test_a_dead_runs_lock_is_taken_over_once_its_ttl_has_passed_on_the_clock(store, caplog):

@@ -18,8 +18,9 @@ import io
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO
 
 import psutil
 import pytest
@@ -81,7 +82,7 @@ class Leaks:
     children: set[int]
 
     @classmethod
-    def snapshot(cls) -> "Leaks":
+    def snapshot(cls) -> Leaks:
         return cls(set(threading.enumerate()), {p.pid for p in psutil.Process().children(recursive=True)})
 
     def new(self) -> tuple[list[str], list[str]]:
