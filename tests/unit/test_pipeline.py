@@ -12,17 +12,13 @@ and (3) commit nothing: no object, visible or partial, in the store.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import random
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-import psutil
 import pytest
 
 from afbackup.archive import BLOCK, DUMP_BASENAME, TarReader, TarWriter
@@ -33,11 +29,11 @@ from afbackup.pipeline import BackupStream, RestoreStream, UploadOutcome
 from afbackup.storage.base import Retention, StoredObject
 from afbackup.storage.local import LocalStore
 from tests.harness.gpgkeys import KeyRing, make_keyring
+from tests.harness.leaks import Leaks
 
 PART = 8 * BLOCK  # dump part size: small, so multi-part payloads stay small
 MTIME = 1_790_000_000
 KEY = "v1/backups/20261124T040001Z-3f9a1c/archive.tar.zst.gpg"
-SETTLE = 10.0  # seconds a finished pipeline's threads and children get to be gone
 
 
 class Explosion(Exception):
@@ -72,39 +68,6 @@ def gpg(keys) -> Gpg:
 @pytest.fixture
 def store(tmp_path) -> LocalStore:
     return LocalStore(f"file://{tmp_path / 'store'}")
-
-
-@dataclasses.dataclass
-class Leaks:
-    """Threads and child processes that exist now; ``assert_none_new`` fails on any that outlive a pipeline."""
-
-    threads: set[threading.Thread]
-    children: set[int]
-
-    @classmethod
-    def snapshot(cls) -> Leaks:
-        return cls(set(threading.enumerate()), {p.pid for p in psutil.Process().children(recursive=True)})
-
-    def new(self) -> tuple[list[str], list[str]]:
-        threads = [t.name for t in threading.enumerate() if t not in self.threads and t.is_alive()]
-        children = []
-        for proc in psutil.Process().children(recursive=True):
-            try:
-                if proc.pid not in self.children and proc.status() != psutil.STATUS_ZOMBIE:
-                    children.append(f"{proc.pid} {' '.join(proc.cmdline())}")
-            except psutil.NoSuchProcess:
-                continue
-        return threads, children
-
-    def assert_none_new(self) -> None:
-        deadline = time.monotonic() + SETTLE
-        while True:
-            threads, children = self.new()
-            if not threads and not children:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"left behind: threads {threads}, child processes {children}")
-            time.sleep(0.02)
 
 
 @pytest.fixture
