@@ -259,6 +259,7 @@ def test_incident_restore_without_yes_and_without_a_terminal_refuses(env, source
 
 
 @pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
+@pytest.mark.timeout(600)  # may migrate the Airflow 2 and 3 template DBs first
 def test_incident_restore_asks_for_migrate_and_does_not_add_it(env, tmp_path):
     # GIVEN a backup of Airflow 2 and a deployment of Airflow 3
     old, db = env.airflow("2")
