@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 
 PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
 
-.PHONY: demo test lint bench install airflow tools awscli pushgateway docs clean
+.PHONY: demo test unit lint bench install airflow tools awscli pushgateway docs clean
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,11 @@ lint: install
 # Lint runs first: a style or type error fails in seconds, not after the suite.
 test: install lint airflow tools awscli pushgateway
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider -q tests
+
+# The fast tier: every test that needs only `make install` (no PostgreSQL, no Airflow venvs, no tools).
+# A unit test that tries to start one of those fails loudly (tests/harness/tier.py; CONTRIBUTING.md).
+unit: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -q --unit tests
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.
 bench: install airflow awscli

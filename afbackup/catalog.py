@@ -60,8 +60,12 @@ class BackupRecord:
         return doc
 
 
-def list_backups(store: ObjectStore, *, include_incomplete: bool = False) -> list[BackupRecord]:
-    """Complete backups newest first; with ``include_incomplete`` also failed/incomplete attempts."""
+def list_backups(store: ObjectStore, *, include_incomplete: bool = False,
+                 now: dt.datetime | None = None) -> list[BackupRecord]:
+    """Complete backups newest first; with ``include_incomplete`` also failed/incomplete attempts.
+
+    ``now`` (default: the system clock) decides whether the writer lock is still live.
+    """
     grouped: dict[str, list[str]] = {}
     for obj in store.list(mf.BACKUPS):
         backup_id, _, name = obj.key[len(mf.BACKUPS):].partition("/")
@@ -74,13 +78,13 @@ def list_backups(store: ObjectStore, *, include_incomplete: bool = False) -> lis
     if not include_incomplete:
         return complete
     others = sorted((r for r in records if r.state != "complete"), key=lambda r: r.backup_id, reverse=True)
-    running = running_attempt(others, read_lock(store))
+    running = running_attempt(others, read_lock(store), now or mf.utcnow())
     others = [dataclasses.replace(r, state="running", detail="its backup holds the writer lock")
               if r.backup_id == running else r for r in others]
     return complete + others
 
 
-def running_attempt(records: list[BackupRecord], holder: dict[str, Any] | None) -> str | None:
+def running_attempt(records: list[BackupRecord], holder: dict[str, Any] | None, now: dt.datetime) -> str | None:
     """The attempt of the backup that holds a live writer lock, if any.
 
     The lock names no backup id, but a backup takes its id before the lock and
@@ -88,7 +92,7 @@ def running_attempt(records: list[BackupRecord], holder: dict[str, Any] | None) 
     incomplete one that started no later than the lock. Erring here only keeps
     an old attempt one prune longer.
     """
-    if not holder or holder.get("operation") != "backup" or is_stale(holder, mf.utcnow()):
+    if not holder or holder.get("operation") != "backup" or is_stale(holder, now):
         return None
     locked_at = _parse_time(holder.get("started_at"))
     candidates = [r for r in records if r.state == "incomplete"

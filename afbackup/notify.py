@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from afbackup import __version__
+from afbackup.clock import SYSTEM_CLOCK, Clock
 from afbackup.config.model import NotifyConfig
 from afbackup.config.units import format_bytes
 from afbackup.errors import Interrupted
@@ -66,13 +67,16 @@ class NotificationError(Exception):
     """A channel could not deliver; the message is already free of secrets."""
 
 
-def notify(cfg: NotifyConfig, outcome: Outcome, *, instance: str) -> list[str]:
-    """Send what ``cfg`` asks for; return one line per channel that failed (never raises)."""
+def notify(cfg: NotifyConfig, outcome: Outcome, *, instance: str, clock: Clock = SYSTEM_CLOCK) -> list[str]:
+    """Send what ``cfg`` asks for; return one line per channel that failed (never raises).
+
+    ``clock`` gives the run's timestamp for the metrics (last run, last success).
+    """
     problems: list[str] = []
     if cfg.slack_webhook_url_file and (not outcome.ok or cfg.slack_on_success):
         _deliver("slack", lambda: send_slack(cfg, outcome, instance=instance), outcome, problems)
     if cfg.pushgateway_url:
-        now = time.time()
+        now = clock.now().timestamp()
         _deliver("pushgateway", lambda: _push(cfg, outcome, instance=instance, now=now), outcome, problems)
     return problems
 

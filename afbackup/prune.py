@@ -148,7 +148,7 @@ def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime, lock:
     ``distrust``: what is wrong with a complete backup's manifest ("" if nothing), see ``signature_checker``.
     """
     policy = require_policy(cfg)
-    records = [_trusted(r, distrust) for r in list_backups(store, include_incomplete=True)]
+    records = [_trusted(r, distrust) for r in list_backups(store, include_incomplete=True, now=now)]
     holder = read_lock(store)
     ours = lock is not None and holder is not None and holder.get("token") == lock.token
     live = holder if holder and not ours and not is_stale(holder, now) else None

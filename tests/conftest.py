@@ -1,4 +1,11 @@
-"""Shared fixtures: one embedded environment per test session (per xdist worker), hermetic env vars."""
+"""Shared fixtures: one embedded environment per test session (per xdist worker), hermetic env vars.
+
+Also the tiers (CONTRIBUTING.md, "Which tier to run when"): a test is ``integration`` when it lives in
+tests/e2e, uses a fixture below that starts PostgreSQL or Airflow, or says so with
+``@pytest.mark.integration``; every other test is in the unit tier. ``--unit`` (``make unit``) runs only
+the unit tier and arms tests/harness/tier.py, so a unit test that starts PostgreSQL, Airflow, the
+Pushgateway or a tool from the tools venv fails loudly instead of slowing the tier down.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,34 @@ import os
 
 import pytest
 
+from tests.harness import tier
 from tests.harness.env import Environment
+
+# Fixtures of this file that start a component the unit tier does not have.
+INTEGRATION_FIXTURES = frozenset({"env", "airflow_major"})
+
+
+def pytest_addoption(parser):
+    parser.addoption("--unit", action="store_true", default=False,
+                     help="run only the unit tier: no PostgreSQL server, Airflow venvs, tools venv or Pushgateway")
+
+
+def pytest_configure(config):
+    if config.getoption("--unit"):
+        tier.enter_unit_tier()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.parent.name == "e2e" or INTEGRATION_FIXTURES.intersection(item.fixturenames) \
+                or item.get_closest_marker("airflow"):
+            item.add_marker(pytest.mark.integration)
+        if "airflow_major" in item.fixturenames:
+            item.add_marker(pytest.mark.airflow)
+    if config.getoption("--unit"):
+        unit = [item for item in items if not item.get_closest_marker("integration")]
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("integration")])
+        items[:] = unit
 
 
 @pytest.fixture(autouse=True)

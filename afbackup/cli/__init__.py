@@ -17,6 +17,7 @@ import click
 
 import afbackup
 from afbackup.cli.context import AppContext, ReportedFailure
+from afbackup.clock import SYSTEM_CLOCK, Clock
 from afbackup.errors import AfbackupError, ExitCode
 from afbackup.log import configure_logging, redact
 
@@ -88,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, *, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run one command; ``clock`` is the time its commands compare against (tests move a fake one)."""
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    app = AppContext(config_path=None, verbosity=0, log_format="text")
+    app = AppContext(config_path=None, verbosity=0, log_format="text", clock=clock)
     code, error = int(ExitCode.UNEXPECTED), ""
     try:
         code, error = _run(argv, app)

@@ -18,7 +18,7 @@ from afbackup.storage import open_store
 def list_command(app: AppContext, show_all: bool, as_json: bool) -> int:
     """List backups, newest first (complete ones only, unless --all)."""
     store = open_store(app.settings().config.storage)
-    records = list_backups(store, include_incomplete=show_all)
+    records = list_backups(store, include_incomplete=show_all, now=app.clock.now())
     if as_json:
         emit_json([record.summary() for record in records])
         return 0

@@ -22,7 +22,7 @@ def check(app: AppContext, max_age: float | None, as_json: bool) -> int:
         report = CheckReport(max_age or 0.0, [CheckEntry("config", "preflight", "fail", exc.one_line())])
         _print(report, as_json)
         raise
-    report = run_check(settings, settings.config.check.max_age)
+    report = run_check(settings, settings.config.check.max_age, now=app.clock.now)
     _print(report, as_json)
     if report.exit_code:
         app.fail(f"check failed: {', '.join(report.failed)}", report.exit_code)

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from afbackup.clock import SYSTEM_CLOCK, Clock
 from afbackup.config import Settings, load_settings
 from afbackup.log import event
 
@@ -35,6 +36,7 @@ class AppContext:
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.monotonic)
     running: bool = False  # the command body started (``--help`` and usage errors never get here)
+    clock: Clock = SYSTEM_CLOCK  # what commands that compare times ask (afbackup/clock.py)
 
     def record(self, **facts: Any) -> None:
         """Facts for the summary line and the notification: backup_id, bytes, rows, extra."""
@@ -65,7 +67,7 @@ class AppContext:
                                        seconds=seconds, backup_id=self.facts.get("backup_id", ""),
                                        bytes=int(self.facts.get("bytes", 0)), rows=int(self.facts.get("rows", 0)),
                                        error=error, extra=dict(self.facts.get("extra", {}))),
-                   instance=cfg.backup.name)
+                   instance=cfg.backup.name, clock=self.clock)
         except Exception as exc:  # a notification must never change the command's result
             logger.warning("notification failed: %s", exc)
 

@@ -18,7 +18,7 @@ from afbackup.config.units import format_duration
 from afbackup.errors import ExitCode, LockedError, StorageError, UsageError
 from afbackup.lock import WRITER_LOCK, StoreLock, describe_holder, is_stale, read_lock
 from afbackup.log import event
-from afbackup.manifest import iso, utcnow
+from afbackup.manifest import iso
 from afbackup.pins import pin_backup, unpin_backup
 from afbackup.prune import (
     DELETE,
@@ -49,11 +49,11 @@ def prune(app: AppContext, dry_run: bool, confirm: bool, as_json: bool) -> int:
     store = open_store(cfg.storage)
     distrust = signature_checker(store, cfg.encryption)
     if not confirm:
-        plan = plan_prune(store, cfg.retention, utcnow(), distrust=distrust)
+        plan = plan_prune(store, cfg.retention, app.clock.now(), distrust=distrust)
         _report(plan, None, as_json)
         return 0
-    with StoreLock(store, "prune", ttl=cfg.backup.lock_ttl) as lock:
-        plan = plan_prune(store, cfg.retention, utcnow(), lock, distrust)
+    with StoreLock(store, "prune", ttl=cfg.backup.lock_ttl, clock=app.clock.now) as lock:
+        plan = plan_prune(store, cfg.retention, app.clock.now(), lock, distrust)
         result = execute_prune(store, plan, lock=lock)
     app.record(extra={"deleted": len(result.deleted), "kept": len(plan.backups) - len(result.deleted),
                       "cleaned": len(result.cleaned), "locked": len(result.locked), "failures": len(result.failures)})
@@ -158,7 +158,7 @@ def break_lock_command(app: AppContext, yes: bool, force: bool) -> int:
     if force and not yes:
         raise UsageError("--force needs --yes")
     store = open_store(app.settings().config.storage)
-    outcome = break_lock(store, yes=yes, force=force, now=utcnow())
+    outcome = break_lock(store, yes=yes, force=force, now=app.clock.now())
     if outcome.holder is None:
         emit(f"no lock is held on {store.describe()}")
         return 0

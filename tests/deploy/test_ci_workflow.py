@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import tier
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 WORKFLOW = DEPLOY / "ci" / "dr-drill.yml"
@@ -35,6 +37,7 @@ KEY_MATERIAL = re.compile(
 
 
 def tool(name: str) -> Path:
+    tier.require(f"{name} from the tools venv (make tools)")
     path = TOOLS_VENV / "bin" / name
     if path.exists():
         return path
@@ -79,6 +82,7 @@ def strings(node: Any) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------------------------- workflow
+@pytest.mark.integration  # needs the tools venv (make tools)
 def test_workflow_yaml_lints_clean():
     yamllint = tool("yamllint")
     result = run([yamllint, "--strict", "-c", DEPLOY / ".yamllint.yaml", WORKFLOW], cwd=REPO)
@@ -184,6 +188,7 @@ def test_script_parses_with_bash(script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.integration  # needs the tools venv (make tools)
 def test_script_is_shellcheck_clean(script):
     shellcheck = tool("shellcheck")
     result = run([shellcheck, "--shell=bash", "--severity=info", script], cwd=REPO)

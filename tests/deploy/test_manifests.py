@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import tier
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -63,6 +65,7 @@ BUILD_TOOLS = re.compile(
 
 # --------------------------------------------------------------------------- helpers
 def tool(name: str) -> Path:
+    tier.require(f"{name} from the tools venv (make tools)")
     path = TOOLS_VENV / "bin" / name
     if not path.exists():
         pytest.skip(
@@ -200,6 +203,7 @@ def test_every_mounted_secret_is_described_by_the_example():
         assert mounted_secrets(pod_spec(cronjob(component))) <= set(described), component
 
 
+@pytest.mark.integration  # needs the tools venv (make tools)
 def test_yaml_lints_clean():
     yamllint = tool("yamllint")
     result = run([yamllint, "--strict", "-c", DEPLOY / ".yamllint.yaml", K8S], cwd=REPO)
@@ -207,6 +211,7 @@ def test_yaml_lints_clean():
 
 
 # --------------------------------------------------------------------------- (a) schema
+@pytest.mark.integration  # needs the tools venv (make tools)
 @pytest.mark.parametrize("version", K8S_VERSIONS, ids=lambda v: v or "newest")
 def test_manifests_validate_strictly_against_the_kubernetes_schema(version):
     validate = tool("kubernetes-validate")
@@ -245,12 +250,16 @@ def _failed_and_skipped(reports: list[dict[str, Any]]) -> tuple[list[str], set[t
     return failed, skipped
 
 
+@pytest.mark.slow  # checkov takes about 5 s
+@pytest.mark.integration  # needs the tools venv (make tools)
 def test_checkov_kubernetes_has_no_finding_beyond_the_documented_skips():
     failed, skipped = _failed_and_skipped(_checkov("--directory", str(K8S), "--framework", "kubernetes"))
     assert failed == []
     assert skipped <= ACCEPTED_CHECKOV, f"undocumented skips: {skipped - ACCEPTED_CHECKOV}"
 
 
+@pytest.mark.slow  # checkov takes about 5 s
+@pytest.mark.integration  # needs the tools venv (make tools)
 def test_checkov_dockerfile_has_no_finding():
     failed, skipped = _failed_and_skipped(
         _checkov("--file", str(DEPLOY / "Dockerfile"), "--framework", "dockerfile")
@@ -690,6 +699,7 @@ def _pg_bin() -> Path | None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[dict[str, Any]]:
+    tier.require("a PostgreSQL server")
     bindir = _pg_bin()
     if bindir is None or not (bindir / "pg_dump").exists():
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) to test roles.sql with")
@@ -723,6 +733,8 @@ def _psql(pg: dict[str, Any], user: str, db: str, *args: str) -> subprocess.Comp
                 "-U", user, "-d", db, *args])
 
 
+@pytest.mark.slow  # initdb + start + stop: about 5 s
+@pytest.mark.integration  # starts its own PostgreSQL server
 def test_roles_sql_gives_a_read_only_dump_role_and_a_createdb_restore_role(postgres):
     pg = postgres
     setup = _psql(pg, "admin", "postgres", "-c", "CREATE ROLE airflow LOGIN",

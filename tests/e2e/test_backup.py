@@ -21,7 +21,7 @@ from tests.helpers import (
     stored_manifest,
 )
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 EXPORT_TABLES = {"connections": "connection", "variables": "variable", "pools": "slot_pool"}
 

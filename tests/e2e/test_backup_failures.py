@@ -21,9 +21,9 @@ import pytest
 
 from tests.harness.faultproxy import Fault, FaultProxy, complete_upload, upload_part
 from tests.harness.pg import free_port
-from tests.helpers import bucket_of, manifests, pending_uploads
+from tests.helpers import bucket_of, manifests, pending_uploads, s3_keys
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 
 def _script(path, body: str) -> str:
@@ -146,7 +146,11 @@ def test_second_backup_exits_9_naming_the_holder(env, tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "afbackup", "--config", str(slow_path), "backup"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=env.afbackup_env(airflow))
-    time.sleep(2.5)
+    lock_key = slow_cfg["storage"]["url"].split("/", 3)[3] + "/v1/locks/writer.lock"
+    deadline = time.monotonic() + 60
+    while lock_key not in s3_keys(env, bucket_of(slow_cfg)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling for the first run to hold the lock, not waiting for time to pass
+    assert lock_key in s3_keys(env, bucket_of(slow_cfg)), "the first backup never took the lock"
     # WHEN a second backup starts on the same prefix
     second_cfg = env.config(db, airflow=airflow)
     second_cfg["storage"]["url"] = slow_cfg["storage"]["url"]

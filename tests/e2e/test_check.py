@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import stat
-import time
 
 import pytest
 
 from tests.helpers import bucket_of, s3_keys
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: a backup with Airflow in the module fixture, then `check` probes the Airflow executor
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +58,8 @@ def test_text_output_and_stale_backup_exit_8(env, healthy):
     # GIVEN the backup is more than --max-age old
     _, _, cfg = healthy
     cfg = _with(cfg, "airflow", executor="none")
-    time.sleep(1.5)
-    # WHEN checked in text mode
-    done = env.afbackup(env.write_config(cfg), "check", "--max-age", "1s")
+    # WHEN checked in text mode, 1.5 s later on the check's clock
+    done = env.afbackup(env.write_config(cfg), "check", "--max-age", "1s", advance=1.5)
     # THEN exit 8, freshness FAIL, one ERROR line naming it
     assert done.returncode == 8, done.stderr
     assert "FAIL  freshness" in done.stdout and "older than the maximum age 1s" in done.stdout

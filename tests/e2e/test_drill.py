@@ -9,7 +9,7 @@ import pytest
 
 from tests.harness.airflow_env import new_fernet_key
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 
 @pytest.fixture

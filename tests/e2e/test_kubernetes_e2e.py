@@ -16,7 +16,7 @@ import pytest
 from tests.harness.airflow_env import AirflowInstance
 from tests.k8s_fake import FakeCluster
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 NS = "airflow"
 LABELS = {"component": "scheduler", "release": "airflow"}

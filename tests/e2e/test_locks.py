@@ -20,7 +20,7 @@ import pytest
 from afbackup import manifest as mf
 from tests.helpers import bucket_of, manifests, pending_uploads, s3_keys
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: each test runs backups (killed, slow, or taking over a lock)
 
 LOCK_KEY = "airflow/v1/locks/writer.lock"
 RETENTION = {"keep_last": 3, "min_keep": 1, "incomplete_after": "1s"}
@@ -116,9 +116,8 @@ def test_a_killed_backup_is_invisible_and_the_next_prune_cleans_it_up(env, db, t
     attempts = json.loads(env.afbackup(path, "list", "--all", "--json").stdout)
     assert [a["state"] for a in attempts] in (["incomplete"], ["running"])
     assert manifests(env, bucket) == [] and pending_uploads(env, bucket) and LOCK_KEY in s3_keys(env, bucket)
-    # WHEN prune --confirm runs once the dead run's lock is stale
-    time.sleep(3.5)
-    done = env.afbackup(path, "prune", "--confirm", "--json")
+    # WHEN prune --confirm runs once the dead run's lock is stale (its clock 3.5 s ahead: no sleeping)
+    done = env.afbackup(path, "prune", "--confirm", "--json", advance=3.5)
     # THEN it takes the stale lock over, deletes the attempt's objects and aborts its upload
     assert done.returncode == 0, done.stderr
     assert "taking over a stale lock: backup by" in done.stderr

@@ -10,7 +10,7 @@ import pytest
 from tests.harness.pushgateway import Pushgateway, find_pushgateway
 from tests.harness.webhook import WebhookReceiver
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 
 @pytest.fixture

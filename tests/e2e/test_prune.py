@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
 
 from afbackup import manifest as mf
 from tests.helpers import bucket_of, pending_uploads, stored_manifest
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: real backups (module fixture, Object Lock) before each prune
 
 PREFIX = "airflow"
 RETENTION = {"keep_last": 1, "keep_daily": 3, "min_keep": 2, "incomplete_after": "1s"}
@@ -136,9 +135,14 @@ def test_object_lock_objects_carry_the_lock_and_prune_skips_them(env, source):
         done = env.afbackup(env.write_config(cfg), "backup")
         assert done.returncode == 0, done.stderr
         locked[done.stdout.strip()] = mode
-    time.sleep(1)  # the unlocked copies must finish after the real backups, and not in the future
     now = mf.utcnow()
-    older, newest = (clone(env, source, bucket, now - dt.timedelta(seconds=s / 4), f"u{s}") for s in (2, 1))
+    # the unlocked copies must finish after the real backups (by a millisecond: manifests keep milliseconds),
+    # and not in the future
+    last_real = max(dt.datetime.fromisoformat(stored_manifest(env, bucket, backup_id)["finished_at"])
+                    for backup_id in locked)
+    older, newest = (clone(env, source, bucket, last_real + dt.timedelta(milliseconds=ms), f"u{ms}")
+                     for ms in (1, 2))
+    assert last_real + dt.timedelta(milliseconds=2) < now
     # THEN every object of a locked backup carries its mode and a retain-until date a day ahead
     client = env.s3.client()
     for backup_id, mode in locked.items():

@@ -117,6 +117,7 @@ def test_the_scripts_are_executable_bash_with_strict_mode():
 
 
 # --------------------------------------------------------------------------------------------- quarterly
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
 def test_quarterly_drill_passes_writes_the_reports_and_publishes_the_markdown(env, source, tmp_path):
     airflow, _, config, backup_id = source
     summary = tmp_path / "step-summary.md"
@@ -137,6 +138,7 @@ def test_quarterly_drill_passes_writes_the_reports_and_publishes_the_markdown(en
     assert ET.parse(tmp_path / "out" / "drill-junit.xml").getroot().get("failures") == "0"
 
 
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
 def test_quarterly_drill_missing_its_rto_target_exits_10_and_still_reports(env, source, tmp_path):
     airflow, _, config, _ = source
     stale = tmp_path / "out"
@@ -168,6 +170,7 @@ def _postgres_processes_using(path: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
 def test_quarterly_drill_provisions_and_removes_its_own_scratch_postgres(env, source, tmp_path):
     # GIVEN no DRILL_SCRATCH_DSN and no [drill] scratch_dsn (we are root here: the server runs as postgres)
     airflow, _, config, backup_id = source
@@ -189,6 +192,7 @@ def test_quarterly_drill_provisions_and_removes_its_own_scratch_postgres(env, so
 
 
 # --------------------------------------------------------------------------------------------- incident
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
 def test_incident_restore_scales_down_restores_paused_and_reencrypted_then_scales_back_up(
         env, source, tmp_path, fake_kubectl):
     # GIVEN a new deployment with ANOTHER Fernet key, whose scheduler is a 2-replica Deployment
@@ -223,6 +227,7 @@ def test_incident_restore_scales_down_restores_paused_and_reencrypted_then_scale
     assert "quarterly_drill.sh" in next_steps and "rotate" in next_steps
 
 
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
 def test_incident_restore_scales_back_up_when_the_restore_fails(env, source, tmp_path, fake_kubectl):
     # GIVEN a target database that is not empty (and no --clean)
     airflow, _, config, _ = source
@@ -240,6 +245,7 @@ def test_incident_restore_scales_back_up_when_the_restore_fails(env, source, tmp
     assert "[4/7]" not in done.stdout
 
 
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
 def test_incident_restore_without_yes_and_without_a_terminal_refuses(env, source, tmp_path, fake_kubectl):
     airflow, _, config, _ = source
     target, target_db = new_target(env, airflow)
@@ -252,6 +258,8 @@ def test_incident_restore_without_yes_and_without_a_terminal_refuses(env, source
     assert fake_kubectl.calls() == []  # the scheduler was never touched
 
 
+@pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
+@pytest.mark.timeout(600)  # may migrate the Airflow 2 and 3 template DBs first
 def test_incident_restore_asks_for_migrate_and_does_not_add_it(env, tmp_path):
     # GIVEN a backup of Airflow 2 and a deployment of Airflow 3
     old, db = env.airflow("2")

@@ -8,7 +8,9 @@ import pytest
 
 from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
 
-pytestmark = pytest.mark.airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow; a longer timeout than the
+# default 300 s: the first use of each Airflow version migrates its template DB, and `--migrate` runs another
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _backup(env, major):

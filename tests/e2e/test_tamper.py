@@ -12,11 +12,12 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from tests.helpers import bucket_of
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
 
 
 @pytest.fixture
@@ -122,6 +123,21 @@ def test_unsigned_manifest_with_a_wrong_copy_inside_fails_with_8(env, backed_up)
     assert restore.returncode == 8 and target_exists == []
 
 
+def _running(pid: int, cmdline: list[str]) -> bool:
+    """Whether a descendant of ``pid`` runs ``cmdline``."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for child in children:
+        try:
+            if child.cmdline() == cmdline:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def _fake_pg_restore(tmp_path, body: str) -> str:
     bin_dir = tmp_path / "pgbin"
     bin_dir.mkdir()
@@ -160,7 +176,10 @@ def test_sigterm_during_restore_removes_the_spooled_plaintext(env, backed_up, tm
         time.sleep(0.1)
     spooled = [p for p in spool.iterdir()]
     assert spooled and oct(spooled[0].stat().st_mode & 0o777) == "0o700"
-    time.sleep(1)
+    # the dump is spooled and pg_restore (the fake's `sleep 60`) runs: polled for, not slept for
+    while not _running(proc.pid, ["sleep", "60"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(proc.pid, ["sleep", "60"]), "pg_restore never started"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err

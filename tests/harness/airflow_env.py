@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.harness import tier
+
 REPO = Path(__file__).resolve().parents[2]
 VENVS = Path(os.environ.get("AFBACKUP_VENVS", REPO / ".cache" / "venvs"))
 AIRFLOW_VERSIONS = {"2": "2.11.2", "3": "3.3.2"}
@@ -39,6 +41,7 @@ def venv_dir(version: str) -> Path:
 
 def ensure_airflow(version: str) -> Path:
     """The venv of Airflow ``version``, installed from PyPI if missing."""
+    tier.require(f"the Airflow {version} virtualenv")
     venv = venv_dir(version)
     stamp = venv / ".afbackup-ready"
     if stamp.exists():

@@ -128,8 +128,17 @@ class Environment:
         return env
 
     def afbackup(self, config: Path, *args: str, airflow: AirflowInstance | None = None,
-                 env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run the real CLI in a child process (real exit codes, real signals)."""
-        return subprocess.run([sys.executable, "-m", "afbackup", "--config", str(config), *args],
-                              capture_output=True, text=True, env=self.afbackup_env(airflow, env),
-                              timeout=timeout, cwd=str(self.workdir))
+                 env: dict[str, str] | None = None, timeout: float = 600,
+                 advance: float = 0) -> subprocess.CompletedProcess:
+        """Run the real CLI in a child process (real exit codes, real signals).
+
+        ``advance``: the child's clock runs that many seconds ahead (tests/harness/clock.py), as if the
+        test had slept that long first.
+        """
+        entry = ["-m", "afbackup"]
+        child_env = self.afbackup_env(airflow, env)
+        if advance:
+            entry = ["-m", "tests.harness.clock", str(advance)]
+            child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child_env.get("PYTHONPATH")]))
+        return subprocess.run([sys.executable, *entry, "--config", str(config), *args],
+                              capture_output=True, text=True, env=child_env, timeout=timeout, cwd=str(self.workdir))

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.harness import tier
+
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/{major}/bin",)
 
 
@@ -57,6 +59,7 @@ class PostgresServer:
         return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
 
     def start(self) -> PostgresServer:
+        tier.require("a PostgreSQL server")
         if self.run_as:
             owner = pwd.getpwnam(self.run_as)
             os.chown(self.root, owner.pw_uid, owner.pw_gid)

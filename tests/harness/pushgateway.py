@@ -21,6 +21,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness import tier
 from tests.harness.pg import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +84,7 @@ class Pushgateway:
         return argv
 
     def start(self, timeout: float = 15.0) -> Pushgateway:
+        tier.require("the Prometheus Pushgateway")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ import pytest
 
 from afbackup.config.model import NotifyConfig
 from afbackup.notify import Outcome, notify
+from tests.harness.clock import FakeClock
 from tests.harness.pg import free_port
 from tests.harness.pushgateway import BASIC_AUTH_PASSWORD, INSTALL_HINT, Pushgateway, find_pushgateway
 from tests.harness.webhook import WebhookReceiver
@@ -179,6 +180,7 @@ def test_an_unreadable_webhook_file_is_a_warning(tmp_path, logs):
 # --- Pushgateway ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_metrics_are_pushed_and_read_back(gateway, instance, logs):
     # GIVEN a successful drill with RTO/RPO and labels
     drill = Outcome(command="drill", ok=True, exit_code=0, seconds=95.5, backup_id="b-drill", bytes=123_456,
@@ -205,17 +207,19 @@ def test_metrics_are_pushed_and_read_back(gateway, instance, logs):
     assert not warnings_in(logs)
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_a_failure_keeps_the_last_success_timestamp(gateway, instance):
     cfg = NotifyConfig(pushgateway_url=gateway.url)
     group = {"job": "afbackup", "instance": instance, "command": "backup"}
+    clock = FakeClock()
     # GIVEN a successful backup
     ok = Outcome(command="backup", ok=True, exit_code=0, seconds=10, backup_id="b1", bytes=2048, rows=5)
-    assert notify(cfg, ok, instance=instance) == []
+    assert notify(cfg, ok, instance=instance, clock=clock) == []
     success_at = gateway.value("afbackup_last_success_timestamp_seconds", **group)
-    assert success_at is not None
-    time.sleep(0.01)
-    # WHEN the next backup fails
-    assert notify(cfg, FAILED_BACKUP, instance=instance) == []
+    assert success_at == clock.now().timestamp()
+    # WHEN the next backup fails, an hour later
+    clock.advance(3600)
+    assert notify(cfg, FAILED_BACKUP, instance=instance, clock=clock) == []
     # THEN the last run shows the failure …
     assert gateway.value("afbackup_success", **group) == 0
     assert gateway.value("afbackup_exit_code", **group) == 6
@@ -224,6 +228,7 @@ def test_a_failure_keeps_the_last_success_timestamp(gateway, instance):
     assert gateway.value("afbackup_last_success_timestamp_seconds", **group) == success_at
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_a_failed_run_replaces_every_metric_of_the_previous_run(gateway, instance):
     cfg = NotifyConfig(pushgateway_url=gateway.url)
     group = {"instance": instance, "command": "drill"}
@@ -236,6 +241,7 @@ def test_a_failed_run_replaces_every_metric_of_the_previous_run(gateway, instanc
     assert gateway.value("afbackup_success", **group) == 0
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_commands_have_their_own_groups(gateway, instance):
     cfg = NotifyConfig(pushgateway_url=gateway.url)
     notify(cfg, Outcome(command="backup", ok=True, exit_code=0, seconds=1), instance=instance)
@@ -263,6 +269,7 @@ def test_a_bad_gateway_url_is_a_warning(logs):
     assert len(warnings_in(logs)) == 1
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_basic_auth_from_the_url_works_and_is_never_logged(auth_gateway, instance, logs):
     ok = Outcome(command="verify", ok=True, exit_code=0, seconds=2.5)
     # GIVEN the credentials as URL userinfo: the push is accepted

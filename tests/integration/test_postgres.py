@@ -55,6 +55,8 @@ INSERT INTO airflow."Odd ""Name""" VALUES (1, 1), (2, 2);
 TABLES = ("Odd \"Name\"", "alembic_version", "dag", "dag_bundle", "dag_run", "log")
 _dbs = itertools.count()
 
+pytestmark = pytest.mark.integration  # a real PostgreSQL server
+
 
 @pytest.fixture(scope="module")
 def pg():

@@ -16,6 +16,8 @@ from tests.harness.pg import PostgresServer
 
 KEY = Fernet.generate_key().decode()
 
+pytestmark = pytest.mark.integration  # a real PostgreSQL server
+
 
 @pytest.fixture(scope="module")
 def pg():
