@@ -21,7 +21,8 @@ from tests.helpers import (
     stored_manifest,
 )
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 EXPORT_TABLES = {"connections": "connection", "variables": "variable", "pools": "slot_pool"}
 

@@ -23,7 +23,8 @@ from tests.harness.faultproxy import Fault, FaultProxy, complete_upload, upload_
 from tests.harness.pg import free_port
 from tests.helpers import bucket_of, manifests, pending_uploads, s3_keys
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
 def _script(path, body: str) -> str:

@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers import bucket_of, table_digests
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 AWSCLI = REPO / ".cache" / "venvs" / "awscli" / "bin"

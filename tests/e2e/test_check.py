@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers import bucket_of, s3_keys
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: a backup with Airflow in the module fixture, then `check` probes the Airflow executor
+# slow: a backup with Airflow in the module fixture, then `check` probes the Airflow executor
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 
 from tests.harness.airflow_env import new_fernet_key
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
 @pytest.fixture

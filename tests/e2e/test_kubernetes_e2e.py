@@ -16,7 +16,8 @@ import pytest
 from tests.harness.airflow_env import AirflowInstance
 from tests.k8s_fake import FakeCluster
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 NS = "airflow"
 LABELS = {"component": "scheduler", "release": "airflow"}

@@ -20,7 +20,8 @@ import pytest
 from afbackup import manifest as mf
 from tests.helpers import bucket_of, manifests, pending_uploads, s3_keys
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: each test runs backups (killed, slow, or taking over a lock)
+# slow: each test runs backups (killed, slow, or taking over a lock)
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 LOCK_KEY = "airflow/v1/locks/writer.lock"
 RETENTION = {"keep_last": 3, "min_keep": 1, "incomplete_after": "1s"}

@@ -10,7 +10,8 @@ import pytest
 from tests.harness.pushgateway import Pushgateway, find_pushgateway
 from tests.harness.webhook import WebhookReceiver
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
 @pytest.fixture

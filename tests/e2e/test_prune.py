@@ -16,7 +16,8 @@ import pytest
 from afbackup import manifest as mf
 from tests.helpers import bucket_of, pending_uploads, stored_manifest
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: real backups (module fixture, Object Lock) before each prune
+# slow: real backups (module fixture, Object Lock) before each prune
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 PREFIX = "airflow"
 RETENTION = {"keep_last": 1, "keep_daily": 3, "min_keep": 2, "incomplete_after": "1s"}

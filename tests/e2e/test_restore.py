@@ -9,7 +9,8 @@ import pytest
 from tests.harness.airflow_env import CANARY_PASSWORD, VARIABLES, AirflowInstance, new_fernet_key
 from tests.helpers import table_digests
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 SCHEMA_ONLY = {"log", "xcom"}
 

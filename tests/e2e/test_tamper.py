@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers import bucket_of
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # slow: every test runs a backup, restore or drill through the CLI with Airflow
+# slow: every test runs a backup, restore or drill through the CLI with Airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
 @pytest.fixture
