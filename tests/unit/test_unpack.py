@@ -26,6 +26,7 @@ from afbackup.storage.local import LocalStore
 from afbackup.unpack import read_archive
 from tests.harness.gpgkeys import KeyRing, make_keyring
 from tests.harness.leaks import Leaks
+from tests.harness.manifests import manifest_doc
 
 PART = 8 * BLOCK
 BACKUP_ID = "20261124T040001Z-3f9a1c"
@@ -63,10 +64,9 @@ def write_backup(gpg: Gpg, store: LocalStore, dump: bytes) -> mf.Manifest:
 
     def chunks() -> Iterator[bytes]:
         yield from writer.add_parts(DUMP_BASENAME, io.BytesIO(dump).readinto, PART)
-        inner.update({"format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "backup_id": BACKUP_ID,
-                      "status": "archived", "started_at": STARTED, "archive_members": [m.as_dict() for m in
-                                                                                        writer.members],
-                      "scope": {}, "airflow": {}, "postgres": {}, "encryption": {}})
+        members = [{"name": m.name, "size": m.size, "sha256": m.sha256} for m in writer.members]
+        doc = manifest_doc(backup_id=BACKUP_ID, status="archived", started_at=STARTED, archive_members=members)
+        inner.update({k: v for k, v in doc.items() if k not in mf.OUTER_ONLY})
         yield from writer.add_bytes(mf.ARCHIVE_MANIFEST_MEMBER, mf.dump_manifest(inner))
         yield writer.end()
 
@@ -158,7 +158,7 @@ def test_a_damaged_archive_is_an_integrity_error_and_no_plaintext_stays(gpg, sto
 def test_a_manifest_whose_copy_inside_differs_is_refused_after_reading(gpg, store, tmp_path, leaks):
     # GIVEN a stored manifest altered after the backup (its archive copy says otherwise)
     manifest = write_backup(gpg, store, bytes(PART))
-    doc = dict(manifest.raw, scope={"data_tables": ["forged"]})
+    doc = dict(manifest.raw, scope=dict(manifest.raw["scope"], data_tables=["forged"]))
     altered = mf.parse_manifest(mf.dump_manifest(doc), "manifest.json")
     with private_dir(str(tmp_path)) as spool:
         sink = SpoolSink(spool / "dump")
