@@ -14,7 +14,6 @@ treated the same way (see ``afbackup.metrics``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from afbackup.config.units import format_bytes
 from afbackup.errors import Interrupted
 from afbackup.log import event, redact
 from afbackup.metrics import parse_gateway, push_metrics
+from afbackup.outcome import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -40,26 +40,6 @@ SLACK_HEADER_MAX = 150  # Slack's limit for a header block's text
 SLACK_ERROR_MAX = 2800  # a section's text is limited to 3000 characters
 SLACK_FIELDS_MAX = 10  # a section holds at most 10 fields
 MASK = "***"
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What one run did. ``seconds``: wall-clock duration; ``bytes``: stored size.
-
-    ``extra`` holds command-specific numbers (``rto_seconds``, ``rpo_seconds``
-    for a drill, ``deleted``/``kept`` for prune); ``labels`` the run's labels.
-    """
-
-    command: str
-    ok: bool
-    exit_code: int
-    seconds: float
-    backup_id: str = ""
-    bytes: int = 0
-    rows: int = 0
-    error: str = ""
-    extra: dict[str, float] = dataclasses.field(default_factory=dict)
-    labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class NotificationError(Exception):

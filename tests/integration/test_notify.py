@@ -14,7 +14,8 @@ import uuid
 import pytest
 
 from afbackup.config.model import NotifyConfig
-from afbackup.notify import Outcome, notify
+from afbackup.notify import notify
+from afbackup.outcome import Outcome
 from tests.harness.pg import free_port
 from tests.harness.pushgateway import BASIC_AUTH_PASSWORD, INSTALL_HINT, Pushgateway, find_pushgateway
 from tests.harness.webhook import WebhookReceiver
