@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from afbackup import __version__
 from afbackup.config.model import NotifyConfig
-from afbackup.config.units import format_bytes
+from afbackup.config.units import format_bytes, format_duration
 from afbackup.errors import Interrupted
 from afbackup.log import event, redact
 from afbackup.metrics import parse_gateway, push_metrics
@@ -166,15 +166,6 @@ def post_json(url: str, doc: dict[str, Any], *, timeout: float) -> None:
             raise NotificationError(f"HTTP {response.status} {response.reason}")
 
 
-def human_duration(seconds: float) -> str:
-    """``12.3 s``, ``4m 05s``, ``2h 03m 04s``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
 def _escape(text: str) -> str:
     """Slack mrkdwn control characters (``&``, ``<``, ``>``) as entities."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -192,7 +183,7 @@ def _extra_field(key: str, value: float) -> tuple[str, str]:
     title = key.removesuffix("_seconds").replace("_", " ")
     title = title.upper() if len(title) <= 3 else title.capitalize()
     number = float(value)
-    return title, human_duration(number) if key.endswith("_seconds") else f"{number:g}"
+    return title, format_duration(number, rough=True) if key.endswith("_seconds") else f"{number:g}"
 
 
 def slack_fields(outcome: Outcome) -> list[tuple[str, str]]:
@@ -202,7 +193,7 @@ def slack_fields(outcome: Outcome) -> list[tuple[str, str]]:
         fields.append(("Size", format_bytes(outcome.bytes)))
     if outcome.rows:
         fields.append(("Rows", f"{outcome.rows:,}"))
-    fields += [("Duration", human_duration(outcome.seconds)), ("Exit code", str(outcome.exit_code))]
+    fields += [("Duration", format_duration(outcome.seconds, rough=True)), ("Exit code", str(outcome.exit_code))]
     for key, value in sorted(outcome.extra.items()):
         try:
             fields.append(_extra_field(key, value))

@@ -36,6 +36,7 @@ def imports_of(module: str) -> set[str]:
 
 @pytest.mark.parametrize(("module", "forbidden"), [
     ("afbackup.metrics", "afbackup.notify"),  # the Pushgateway client is below the notifier
+    ("afbackup.check", "afbackup.prune"),  # durations are formatted by afbackup.config.units
 ])
 def test_forbidden_dependencies(module, forbidden):
     assert not {name for name in imports_of(module) if name == forbidden or name.startswith(forbidden + ".")}
