@@ -37,6 +37,8 @@ def imports_of(module: str) -> set[str]:
 @pytest.mark.parametrize(("module", "forbidden"), [
     ("afbackup.metrics", "afbackup.notify"),  # the Pushgateway client is below the notifier
     ("afbackup.check", "afbackup.prune"),  # durations are formatted by afbackup.config.units
+    ("afbackup.cli.prune", "afbackup.lock.read_lock"),  # break-lock's store I/O is afbackup.lock.break_lock
+    ("afbackup.cli.prune", "afbackup.lock.WRITER_LOCK"),
 ])
 def test_forbidden_dependencies(module, forbidden):
     assert not {name for name in imports_of(module) if name == forbidden or name.startswith(forbidden + ".")}

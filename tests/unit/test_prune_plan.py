@@ -17,10 +17,9 @@ from afbackup import manifest as mf
 from afbackup.catalog import list_backups
 from afbackup.check import CheckEntry, CheckReport
 from afbackup.cli import run
-from afbackup.cli.prune import break_lock
 from afbackup.config.model import RetentionConfig
 from afbackup.errors import ConfigError, IntegrityError, LockedError
-from afbackup.lock import WRITER_LOCK
+from afbackup.lock import WRITER_LOCK, break_lock
 from afbackup.pins import pin_backup, pin_key, unpin_backup
 from afbackup.prune import DELETE, KEEP, REPORT, deletion_order, execute_prune, plan_prune
 from afbackup.storage.base import DeleteFailure, Retention
