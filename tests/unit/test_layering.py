@@ -42,3 +42,12 @@ def imports_of(module: str) -> set[str]:
 ])
 def test_forbidden_dependencies(module, forbidden):
     assert not {name for name in imports_of(module) if name == forbidden or name.startswith(forbidden + ".")}
+
+
+def test_the_cli_does_not_reach_into_a_backup_run_s_thread_pool():
+    # GIVEN every CLI module's source
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # THEN none touches a ``.pool`` attribute (BackupRun.close() shuts it down)
+        touched = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "pool"]
+        assert not touched, f"{path.name} lines {touched}"
