@@ -56,8 +56,8 @@ class BackupResult:
 
 
 @dataclasses.dataclass
-class _Run:
-    """Everything one run needs, resolved once."""
+class BackupRun:
+    """Everything one run needs, resolved once by ``prepare_backup``; ``close()`` it if it is not run."""
 
     cfg: Config
     store: ObjectStore
@@ -72,9 +72,14 @@ class _Run:
     pool: concurrent.futures.ThreadPoolExecutor
     exports: concurrent.futures.Future[AirflowExports] | None  # the Airflow exports, started before everything else
 
+    def close(self) -> None:
+        """Stop the run's worker threads and its progress display (``run_backup`` does it; safe twice)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.progress.close()
+
 
 def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: Progress,
-                   start_exports: bool = True) -> _Run:
+                   start_exports: bool = True) -> BackupRun:
     """Every check that needs no lock and writes nothing (also the whole of ``--dry-run``).
 
     The Airflow exports start first (``start_exports``): they only read, and the
@@ -99,8 +104,8 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     started = mf.utcnow()
-    return _Run(cfg, store, gpg, plan, agent, mf.new_backup_id(started), started, dict(labels),
-                object_retention(cfg.storage, started), progress, pool, exports)
+    return BackupRun(cfg, store, gpg, plan, agent, mf.new_backup_id(started), started, dict(labels),
+                     object_retention(cfg.storage, started), progress, pool, exports)
 
 
 def object_retention(cfg: StorageConfig, now: dt.datetime) -> Retention | None:
@@ -109,7 +114,7 @@ def object_retention(cfg: StorageConfig, now: dt.datetime) -> Retention | None:
     return Retention(cfg.object_lock_mode, now + dt.timedelta(days=cfg.object_lock_days))
 
 
-def run_backup(run: _Run) -> BackupResult:
+def run_backup(run: BackupRun) -> BackupResult:
     clock = time.monotonic()
     with StoreLock(run.store, "backup", ttl=run.cfg.backup.lock_ttl) as lock:
         _put_record(run, mf.ATTEMPT_NAME, {"backup_id": run.backup_id, "started_at": mf.iso(run.started),
@@ -127,7 +132,7 @@ def run_backup(run: _Run) -> BackupResult:
     return BackupResult(run.backup_id, manifest, size, duration)
 
 
-def _stream_and_commit(run: _Run, lock: StoreLock) -> mf.Manifest:
+def _stream_and_commit(run: BackupRun, lock: StoreLock) -> mf.Manifest:
     outcome, inner = _stream_archive(run, lock)
     manifest = inner.completed(mf.utcnow(), [mf.ObjectInfo(
         key=mf.ARCHIVE_NAME, size=outcome.size, sha256=outcome.sha256,
@@ -142,7 +147,7 @@ def _stream_and_commit(run: _Run, lock: StoreLock) -> mf.Manifest:
     return manifest
 
 
-def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, mf.ManifestBody]:
+def _stream_archive(run: BackupRun, lock: StoreLock) -> tuple[UploadOutcome, mf.ManifestBody]:
     cfg, plan = run.cfg, run.plan
     threads = cfg.backup.compression_threads or default_threads()
     stream = BackupStream(run.gpg, cfg.encryption.recipients, level=cfg.backup.compression_level,
@@ -163,12 +168,11 @@ def _stream_archive(run: _Run, lock: StoreLock) -> tuple[UploadOutcome, mf.Manif
     finally:
         stream.close()
         snapshot.close()
-        run.pool.shutdown(wait=True, cancel_futures=True)
-        run.progress.close()
+        run.close()
     return outcome, inner[0]
 
 
-def _archive_chunks(run: _Run, dump: ChildProcess, counts: concurrent.futures.Future[dict[str, int]],
+def _archive_chunks(run: BackupRun, dump: ChildProcess, counts: concurrent.futures.Future[dict[str, int]],
                     exports: concurrent.futures.Future[AirflowExports] | None, lock: StoreLock,
                     inner: list[mf.ManifestBody]) -> Iterator[bytes | memoryview]:
     """The tar stream; runs in gpg's input thread, so every failure here aborts the upload."""
@@ -209,7 +213,7 @@ def _widen_pipe(pipe: IO[bytes] | None) -> None:
         pass
 
 
-def _manifest_body(run: _Run, row_counts: dict[str, int], exported: AirflowExports | None,
+def _manifest_body(run: BackupRun, row_counts: dict[str, int], exported: AirflowExports | None,
                    members: Sequence[MemberRecord]) -> mf.ManifestBody:
     plan, cfg = run.plan, run.cfg
     info = dict(exported.info) if exported else {}
@@ -251,11 +255,11 @@ def _not_captured(info: Mapping[str, Any], exported: bool) -> mf.NotCaptured:
                           secrets_backend=info.get("secrets_backend") or None)
 
 
-def _put_record(run: _Run, name: str, doc: dict[str, Any]) -> None:
+def _put_record(run: BackupRun, name: str, doc: dict[str, Any]) -> None:
     run.store.put_bytes(mf.key_of(run.backup_id, name), mf.dump_manifest(doc), retention=run.retention)
 
 
-def _record_failure(run: _Run, exc: BaseException) -> None:
+def _record_failure(run: BackupRun, exc: BaseException) -> None:
     """Best effort: ``list --all`` shows why an attempt failed. Never hides the original error."""
     message = exc.one_line() if isinstance(exc, AfbackupError) else f"{type(exc).__name__}: {exc}"
     try:

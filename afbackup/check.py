@@ -39,7 +39,6 @@ from afbackup.crypto import Gpg
 from afbackup.errors import AfbackupError, ExitCode, PreflightError
 from afbackup.executors import open_executor
 from afbackup.lock import describe_holder, is_stale, read_lock
-from afbackup.prune import format_age
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.airflow_schema import detect_schema
 from afbackup.sources.postgres import check_dump_version, connect, read_catalog, read_password, tool_version
@@ -213,7 +212,7 @@ def _check_freshness(store: ObjectStore, max_age: float, now: dt.datetime,
     age = max(0.0, (now - newest.complete_manifest.finished_at).total_seconds())
     report.newest = {"backup_id": newest.backup_id, "finished_at": mf.iso(newest.finished_at),
                      "age_seconds": round(age, 3)}
-    what = f"newest complete backup {newest.backup_id} finished {format_age(age)} ago"
+    what = f"newest complete backup {newest.backup_id} finished {format_duration(age, rough=True)} ago"
     if age > max_age:
         return FAIL, f"{what}: older than the maximum age {format_duration(max_age)}{skew}", None
     return OK, f"{what} (maximum age {format_duration(max_age)}){skew}", None

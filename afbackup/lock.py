@@ -10,6 +10,7 @@ with a warning naming the old holder.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -50,6 +51,41 @@ def is_stale(doc: dict[str, Any], now: dt.datetime) -> bool:
         return expires is None or dt.datetime.fromisoformat(expires.replace("Z", "+00:00")) < now
     except (AttributeError, ValueError):
         return True
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokenLock:
+    holder: dict[str, Any] | None  # None: there was no lock
+    stale: bool
+    removed: bool
+
+
+def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) -> BrokenLock:
+    """Remove the writer lock: a stale one with ``yes``, a live one only with ``force`` as well.
+
+    Without ``yes`` nothing is removed (the caller shows the holder and exits 2).
+    A live holder whose lock is forced away notices at its next refresh and
+    aborts without committing. The lock is read again just before deleting;
+    if it changed (refreshed or taken by another run) nothing is removed.
+    """
+    holder = read_lock(store)
+    if holder is None:
+        return BrokenLock(None, False, False)
+    stale = is_stale(holder, now)
+    if not yes:
+        return BrokenLock(holder, stale, False)
+    if not stale and not force:
+        raise LockedError(f"the lock is live: {describe_holder(holder)}",
+                          hint="wait for the run to finish; if you know its holder is dead, add --force")
+    if read_lock(store) != holder:
+        raise LockedError("the lock changed while breaking it (refreshed or taken by another run)",
+                          hint="run `afbackup break-lock` again to see the current holder")
+    failures = store.delete([WRITER_LOCK])
+    if failures:
+        raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
+    logger.warning("removed %s lock held by %s", "stale" if stale else "LIVE", describe_holder(holder),
+                   extra=event(action="break-lock", state="removed", stale=stale))
+    return BrokenLock(holder, stale, True)
 
 
 class StoreLock:

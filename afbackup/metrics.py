@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 
+from afbackup.outcome import Outcome
+
 if TYPE_CHECKING:  # pragma: no cover
     from afbackup.config.model import NotifyConfig
-    from afbackup.notify import Outcome
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ treated the same way (see ``afbackup.metrics``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -29,10 +28,11 @@ from typing import IO, Any
 from afbackup import __version__
 from afbackup.clock import SYSTEM_CLOCK, Clock
 from afbackup.config.model import NotifyConfig
-from afbackup.config.units import format_bytes
+from afbackup.config.units import format_bytes, format_duration
 from afbackup.errors import Interrupted
 from afbackup.log import event, redact
 from afbackup.metrics import parse_gateway, push_metrics
+from afbackup.outcome import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +41,6 @@ SLACK_HEADER_MAX = 150  # Slack's limit for a header block's text
 SLACK_ERROR_MAX = 2800  # a section's text is limited to 3000 characters
 SLACK_FIELDS_MAX = 10  # a section holds at most 10 fields
 MASK = "***"
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What one run did. ``seconds``: wall-clock duration; ``bytes``: stored size.
-
-    ``extra`` holds command-specific numbers (``rto_seconds``, ``rpo_seconds``
-    for a drill, ``deleted``/``kept`` for prune); ``labels`` the run's labels.
-    """
-
-    command: str
-    ok: bool
-    exit_code: int
-    seconds: float
-    backup_id: str = ""
-    bytes: int = 0
-    rows: int = 0
-    error: str = ""
-    extra: dict[str, float] = dataclasses.field(default_factory=dict)
-    labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class NotificationError(Exception):
@@ -190,15 +170,6 @@ def post_json(url: str, doc: dict[str, Any], *, timeout: float) -> None:
             raise NotificationError(f"HTTP {response.status} {response.reason}")
 
 
-def human_duration(seconds: float) -> str:
-    """``12.3 s``, ``4m 05s``, ``2h 03m 04s``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
 def _escape(text: str) -> str:
     """Slack mrkdwn control characters (``&``, ``<``, ``>``) as entities."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -216,7 +187,7 @@ def _extra_field(key: str, value: float) -> tuple[str, str]:
     title = key.removesuffix("_seconds").replace("_", " ")
     title = title.upper() if len(title) <= 3 else title.capitalize()
     number = float(value)
-    return title, human_duration(number) if key.endswith("_seconds") else f"{number:g}"
+    return title, format_duration(number, rough=True) if key.endswith("_seconds") else f"{number:g}"
 
 
 def slack_fields(outcome: Outcome) -> list[tuple[str, str]]:
@@ -226,7 +197,7 @@ def slack_fields(outcome: Outcome) -> list[tuple[str, str]]:
         fields.append(("Size", format_bytes(outcome.bytes)))
     if outcome.rows:
         fields.append(("Rows", f"{outcome.rows:,}"))
-    fields += [("Duration", human_duration(outcome.seconds)), ("Exit code", str(outcome.exit_code))]
+    fields += [("Duration", format_duration(outcome.seconds, rough=True)), ("Exit code", str(outcome.exit_code))]
     for key, value in sorted(outcome.extra.items()):
         try:
             fields.append(_extra_field(key, value))

@@ -238,7 +238,7 @@ def _attempt_item(record: BackupRecord, running: str | None, holder: dict[str, A
     if not moments:
         return Item(state=record.state, action=KEEP, reasons=("age unknown",), **base)
     age = (now - max(moments)).total_seconds()
-    why = f"{record.state} attempt, {format_age(age)} old"
+    why = f"{record.state} attempt, {format_duration(age, rough=True)} old"
     detail = (f"{record.detail}",) if record.detail else ()
     if age >= limit:
         return Item(state=record.state, action=DELETE,
@@ -252,22 +252,10 @@ def _upload_item(upload: PendingUpload, running: str | None, now: dt.datetime, l
     if running and backup_id == running:
         return UploadItem(upload, False, "its backup is running")
     age = (now - upload.initiated).total_seconds()
+    started = f"started {format_duration(age, rough=True)} ago"
     if age >= limit:
-        return UploadItem(upload, True, f"started {format_age(age)} ago (incomplete_after {format_duration(limit)})")
-    return UploadItem(upload, False, f"started {format_age(age)} ago, younger than incomplete_after")
-
-
-def format_age(seconds: float) -> str:
-    """A rough age for people: ``40s``, ``12m``, ``5h12m``, ``3d4h``."""
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m" if minutes else f"{secs}s"
+        return UploadItem(upload, True, f"{started} (incomplete_after {format_duration(limit)})")
+    return UploadItem(upload, False, f"{started}, younger than incomplete_after")
 
 
 

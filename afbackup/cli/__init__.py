@@ -7,7 +7,6 @@ traceback for ``-v``, and exits with the documented code (errors.ExitCode).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
@@ -16,6 +15,7 @@ from types import FrameType
 import click
 
 import afbackup
+from afbackup.cli.commands import COMMANDS
 from afbackup.cli.context import AppContext, ReportedFailure
 from afbackup.clock import SYSTEM_CLOCK, Clock
 from afbackup.errors import AfbackupError, ExitCode
@@ -37,27 +37,17 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
-# Command name -> "module:attribute". Loaded on use, so `afbackup verify` does not import what
-# `backup` or `drill` need: start-up time counts in every CronJob and in verify's budget.
-COMMANDS = {
-    "backup": "backup:backup", "list": "catalog:list_command", "show": "catalog:show",
-    "verify": "verify:verify", "restore": "restore:restore", "drill": "drill:drill",
-    "prune": "prune:prune", "pin": "prune:pin", "unpin": "prune:unpin", "break-lock": "prune:break_lock_command",
-    "check": "check:check", "config": "config_cmd:config",
-}
 
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported only when used (or listed by --help)."""
+    """A click group whose subcommands are imported only when used (or listed by --help): see ``commands``."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module, attribute = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(f"afbackup.cli.{module}"), attribute)
+        load = COMMANDS.get(name)
+        return load() if load else None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

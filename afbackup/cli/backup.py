@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from afbackup.backup import _Run, prepare_backup, run_backup
+from afbackup.backup import BackupRun, prepare_backup, run_backup
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config.units import format_bytes
 from afbackup.errors import UsageError
@@ -33,11 +33,9 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 def backup(app: AppContext, dry_run: bool, labels: tuple[str, ...], as_json: bool) -> int:
     """Back up the Airflow metadata DB, connections, variables and pools."""
     settings = app.settings()
-    progress = Progress("backup")
-    run = prepare_backup(settings, labels=_labels(labels), progress=progress, start_exports=not dry_run)
+    run = prepare_backup(settings, labels=_labels(labels), progress=Progress("backup"), start_exports=not dry_run)
     if dry_run:
-        run.pool.shutdown()
-        progress.close()
+        run.close()
         plan = _plan(run)
         emit_json(plan) if as_json else emit(_plan_text(plan))
         return 0
@@ -52,7 +50,7 @@ def backup(app: AppContext, dry_run: bool, labels: tuple[str, ...], as_json: boo
     return 0
 
 
-def _plan(run: _Run) -> dict[str, Any]:
+def _plan(run: BackupRun) -> dict[str, Any]:
     scope, plan = run.plan.scope, run.plan
     argv = pg_dump_argv(plan.pg_dump.path, plan.dsn, scope, lock_wait_timeout=run.cfg.database.lock_wait_timeout,
                         snapshot="<exported snapshot>")

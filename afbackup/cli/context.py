@@ -57,7 +57,8 @@ class AppContext:
             self._notify(exit_code, error, seconds)
 
     def _notify(self, exit_code: int, error: str, seconds: float) -> None:
-        from afbackup.notify import Outcome, notify
+        from afbackup.notify import notify
+        from afbackup.outcome import Outcome
 
         if self._settings is None:
             return

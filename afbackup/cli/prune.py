@@ -1,23 +1,17 @@
 """``afbackup prune`` (dry run unless ``--confirm``), ``pin`` / ``unpin``, and ``break-lock``.
 
 ``break-lock`` removes a stale writer lock (``--yes``), or a live one (``--yes --force``) whose holder
-then notices at its next refresh and stops before committing; see ``break_lock``.
+then notices at its next refresh and stops before committing; see ``afbackup.lock.break_lock``.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import datetime as dt
-import logging
-from typing import Any
 
 import click
 
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config.units import format_duration
-from afbackup.errors import ExitCode, LockedError, StorageError, UsageError
-from afbackup.lock import WRITER_LOCK, StoreLock, describe_holder, is_stale, read_lock
-from afbackup.log import event
+from afbackup.errors import ExitCode, UsageError
+from afbackup.lock import StoreLock, break_lock, describe_holder
 from afbackup.manifest import iso
 from afbackup.pins import pin_backup, unpin_backup
 from afbackup.prune import (
@@ -30,9 +24,6 @@ from afbackup.prune import (
     signature_checker,
 )
 from afbackup.storage import open_store
-from afbackup.storage.base import ObjectStore
-
-logger = logging.getLogger(__name__)
 
 
 @click.command()
@@ -169,38 +160,3 @@ def break_lock_command(app: AppContext, yes: bool, force: bool) -> int:
                          hint="check that its holder is dead first" if not outcome.stale else "")
     emit(f"removed the {state} lock held by {describe_holder(outcome.holder)}")
     return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class BrokenLock:
-    holder: dict[str, Any] | None  # None: there was no lock
-    stale: bool
-    removed: bool
-
-
-def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) -> BrokenLock:
-    """Remove the writer lock: a stale one with ``yes``, a live one only with ``force`` as well.
-
-    Without ``yes`` nothing is removed (the caller shows the holder and exits 2).
-    A live holder whose lock is forced away notices at its next refresh and
-    aborts without committing. The lock is read again just before deleting;
-    if it changed (refreshed or taken by another run) nothing is removed.
-    """
-    holder = read_lock(store)
-    if holder is None:
-        return BrokenLock(None, False, False)
-    stale = is_stale(holder, now)
-    if not yes:
-        return BrokenLock(holder, stale, False)
-    if not stale and not force:
-        raise LockedError(f"the lock is live: {describe_holder(holder)}",
-                          hint="wait for the run to finish; if you know its holder is dead, add --force")
-    if read_lock(store) != holder:
-        raise LockedError("the lock changed while breaking it (refreshed or taken by another run)",
-                          hint="run `afbackup break-lock` again to see the current holder")
-    failures = store.delete([WRITER_LOCK])
-    if failures:
-        raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
-    logger.warning("removed %s lock held by %s", "stale" if stale else "LIVE", describe_holder(holder),
-                   extra=event(action="break-lock", state="removed", stale=stale))
-    return BrokenLock(holder, stale, True)

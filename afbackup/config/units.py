@@ -1,4 +1,7 @@
-"""Parsing of human units in configuration: durations ("60s", "26h") and sizes ("16MiB")."""
+"""Human units: durations ("60s", "26h") and sizes ("16MiB"), parsed from configuration and formatted for people.
+
+``format_duration`` is the one duration formatter of the package (configured limits, ages, run times).
+"""
 
 from __future__ import annotations
 
@@ -52,12 +55,37 @@ def parse_size(value: object) -> int:
     return size
 
 
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration: 93600 -> '26h', 1.5 -> '1.5s'."""
+_ROUGH_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_duration(seconds: float, *, rough: bool = False) -> str:
+    """A duration for people.
+
+    Exact (the default, for configured values): the shortest spelling that
+    ``parse_duration`` reads back as the same value: 93600 -> '26h', 1.5 -> '1.5s'.
+    ``rough`` (for measured ages and run times): whole seconds, at most the two
+    largest units: 40 -> '40s', 125 -> '2m5s', 18720 -> '5h12m', 273600 -> '3d4h'.
+    """
+    if rough:
+        return _rough(seconds)
     for unit, factor in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= factor and seconds % factor == 0:
             return f"{int(seconds // factor)}{unit}"
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds!r}s"
+
+
+def _rough(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    for index, (unit, size) in enumerate(_ROUGH_UNITS):
+        if whole >= size or unit == "s":
+            first, rest = divmod(whole, size)
+            text = f"{first}{unit}"
+            if index + 1 < len(_ROUGH_UNITS):
+                next_unit, next_size = _ROUGH_UNITS[index + 1]
+                second = rest // next_size
+                text += f"{second}{next_unit}" if second else ""
+            return text
+    return f"{whole}s"  # pragma: no cover (the loop always returns at "s")
 
 
 def format_bytes(size: float) -> str:

@@ -14,7 +14,8 @@ Why an agent instead of three ``airflow … export -`` commands:
 - Exports go to a private 0700 directory on a memory-backed filesystem and
   are removed on every path (they hold plaintext credentials).
 
-Protocol (stdin): ``<n>\\n<n bytes of this source>`` (read by the bootstrap),
+Protocol (stdin): ``<n>\\n<n bytes of this source>`` (read by the bootstrap, which runs it as
+``__main__``; importing this module runs nothing),
 then ``<m>\\n<m bytes of JSON request>``. stdin is never read to EOF, so the
 Kubernetes exec v4 protocol (no half-close) works. Reply (stdout):
 ``AFBACKUP-AGENT/1 <length> <sha256>\\n<JSON>``.
@@ -392,4 +393,7 @@ def main() -> None:
     _reply(reply_fd, {"results": results})
 
 
-main()
+# The bootstrap runs this source with exec() in ``python -c``'s namespace, where __name__ is "__main__";
+# importing the module (tests, tools, the type checker) must not run the agent.
+if __name__ == "__main__":
+    main()

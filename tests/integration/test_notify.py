@@ -14,7 +14,8 @@ import uuid
 import pytest
 
 from afbackup.config.model import NotifyConfig
-from afbackup.notify import Outcome, notify
+from afbackup.notify import notify
+from afbackup.outcome import Outcome
 from tests.harness.clock import FakeClock
 from tests.harness.pg import free_port
 from tests.harness.pushgateway import BASIC_AUTH_PASSWORD, INSTALL_HINT, Pushgateway, find_pushgateway
@@ -111,7 +112,7 @@ def test_failure_posts_a_slack_message_with_id_size_duration_and_error(hook, web
     assert body["blocks"][0]["type"] == "header"
     assert body["blocks"][0]["text"]["text"] == ":x: afbackup backup FAILED on prod-eu"
     fields = "\n".join(field_texts(body))
-    for expected in ("*Command*\nbackup", FAILED_BACKUP.backup_id, "*Size*\n3.0 GiB", "*Duration*\n2m 05s",
+    for expected in ("*Command*\nbackup", FAILED_BACKUP.backup_id, "*Size*\n3.0 GiB", "*Duration*\n2m5s",
                      "*Exit code*\n6", "*Rows*\n48,213"):
         assert expected in fields
     error_block = body["blocks"][2]["text"]["text"]

@@ -9,6 +9,7 @@ reach the framed reply.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from afbackup.sources.airflow import (
     AirflowAgent,
     _parse_reply,
     _shebang_python,
+    agent_source,
     export_all,
     resolve_python,
 )
@@ -385,3 +387,20 @@ def test_agent_exiting_zero_without_a_reply_is_a_source_error(stub):
     silent = AirflowAgent(stub.executor, [sys.executable, "-c", "pass", "--"], timeout=30)
     with pytest.raises(SourceError, match="sent no reply"):
         silent.info()
+
+
+# -- the agent as a module --------------------------------------------------------------------
+def test_importing_the_agent_module_runs_nothing():
+    # GIVEN a request on stdin that the agent would act on if it ran
+    request = b'2\n{}'
+    # WHEN the module is imported (not sent through the bootstrap)
+    done = subprocess.run([sys.executable, "-c", "import afbackup.sources.airflow_agent as a; print(a.MAGIC.decode())"],
+                          input=request, capture_output=True, timeout=60)
+    # THEN it defines the agent without reading stdin or replying
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"AFBACKUP-AGENT/1\n"
+
+
+def test_the_agent_source_is_python_3_8():
+    # The Airflow interpreter may be older than afbackup's: the source must parse with 3.8 grammar.
+    ast.parse(agent_source(), feature_version=(3, 8))

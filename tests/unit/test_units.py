@@ -89,6 +89,14 @@ def test_format_duration_round_trips_whole_seconds(seconds):
     assert parse_duration(format_duration(seconds)) == seconds
 
 
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0s"), (5, "5s"), (5.9, "5s"), (-3, "0s"), (600, "10m"), (125, "2m5s"), (3600 * 5 + 720, "5h12m"),
+    (3600 * 5 + 59, "5h"), (86400 * 3 + 3600 * 4, "3d4h"), (86400, "1d"), (86400 + 30, "1d"),
+])
+def test_rough_durations_keep_the_two_largest_units(seconds, text):
+    assert format_duration(seconds, rough=True) == text
+
+
 def test_format_duration_is_exact_for_milliseconds():
     assert parse_duration(format_duration(1234.567)) == 1234.567
 
