@@ -12,8 +12,9 @@ AIRFLOW3 := 3.3.2
 PYTEST_WORKERS ?= 2
 
 PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
+PROMTOOL    := .cache/promtool/usr/bin/promtool
 
-.PHONY: demo test bench install airflow tools awscli pushgateway clean
+.PHONY: demo test bench install airflow tools awscli pushgateway promtool clean
 
 install: $(VENV)/.installed
 
@@ -48,12 +49,18 @@ $(PUSHGATEWAY):
 
 pushgateway: $(PUSHGATEWAY)
 
+# promtool (Debian's prometheus package, unpacked into .cache) for the alert-rule tests.
+$(PROMTOOL):
+	bash tests/harness/install_promtool.sh
+
+promtool: $(PROMTOOL)
+
 # The main job on embedded defaults: PostgreSQL, S3 (moto), GPG keys and Airflow 3, all local and throwaway.
 demo: install $(VENVS)/airflow-$(AIRFLOW3)/.afbackup-ready
 	$(PY) -m tests.harness.demo
 
 # The whole suite: unit, integration and end-to-end (real PostgreSQL, gpg, S3 over HTTP, Airflow 2.x and 3.x).
-test: install airflow tools awscli pushgateway
+test: install airflow tools awscli pushgateway promtool
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider -q tests
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.

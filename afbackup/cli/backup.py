@@ -41,7 +41,8 @@ def backup(app: AppContext, dry_run: bool, labels: tuple[str, ...], as_json: boo
         return 0
     result = run_backup(run)
     app.record(backup_id=result.backup_id, bytes=result.archive_size,
-               rows=sum(result.manifest["scope"]["row_counts"].values()))
+               rows=sum(result.manifest["scope"]["row_counts"].values()),
+               extra={"max_age_seconds": settings.config.check.max_age})
     if as_json:
         emit_json({"backup_id": result.backup_id, "size": result.archive_size,
                    "duration_seconds": round(result.duration, 3), "manifest": result.manifest})

@@ -21,7 +21,7 @@ from afbackup.config import Settings, load_settings
 from afbackup.log import event
 
 logger = logging.getLogger("afbackup.summary")
-NOTIFYING = frozenset({"backup", "prune", "verify", "drill"})
+NOTIFYING = frozenset({"backup", "prune", "verify", "drill", "check"})  # check: metrics only, no Slack
 
 
 @dataclasses.dataclass
