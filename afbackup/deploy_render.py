@@ -15,10 +15,12 @@ Output (``--out DIR``), deterministic (same configuration, same bytes):
 * ``kustomization.yaml``: every overlay, so ``kubectl apply -k DIR`` applies the fleet.
 
 Staggering: each deployment's CronJobs start ``offset`` minutes after the base
-schedule. The offset starts at a hash of the name within a 120-minute window;
-deployments that share a database server (host:port of ``database.dsn``) or a
-bucket (endpoint + bucket of ``storage.url``) are kept at least 10 minutes apart
-(less when more than 12 share one), moving forward in the window in name order.
+schedule, on a grid of 10-minute slots in a 120-minute window (finer when more
+than 12 deployments share a server or bucket: 120 / their number). The slot
+starts at a hash of the name; deployments that share a database server
+(host:port of ``database.dsn``) or a bucket (endpoint + bucket of
+``storage.url``) take the next free slot, in name order, so they never start
+together. Adding a deployment can move the ones after it in name order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from afbackup.config import Settings, iter_keys
+from afbackup.config.units import format_duration
 from afbackup.errors import UsageError
 
 WINDOW = 120  # minutes after the base schedule
@@ -57,10 +60,12 @@ def render(fleet: Mapping[str, Settings], source: str, out: Path) -> list[Path]:
     for name in ["kustomization.yaml", *shipped["resources"]]:
         written.append(_copy(asset("kubernetes", name), base / name))
     cronjobs = _base_cronjobs(base, shipped["resources"])
+    base_namespace = str(shipped.get("namespace", ""))
     offsets = stagger({name: shared_resources(s) for name, s in fleet.items()})
     header = HEADER.format(source=source)
     for name in sorted(fleet):
-        written += _overlay(out / "deployments" / name, name, fleet[name], cronjobs, offsets[name], header)
+        written += _overlay(out / "deployments" / name, name, fleet[name], cronjobs, offsets[name], header,
+                            base_namespace)
     written += _monitoring(out / "monitoring", header)
     written.append(_write(out / "kustomization.yaml", header, {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
@@ -125,16 +130,23 @@ def stagger(resources: Mapping[str, set[str]]) -> dict[str, int]:
     for name in sorted(resources):
         crowd = max([sharing[r] for r in resources[name]] + [1])
         spacing = max(1, min(SPACING, WINDOW // crowd))
-        start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % WINDOW
-        offset = start
-        for step in range(WINDOW):
-            offset = (start + step) % WINDOW
-            if all(_distance(offset, other) >= spacing for r in resources[name] for other in taken.get(r, [])):
-                break
-        offsets[name] = offset
+        slots = WINDOW // spacing
+        first = int(hashlib.sha256(name.encode()).hexdigest(), 16) % slots
+        others = [other for r in sorted(resources[name]) for other in taken.get(r, [])]
+        candidates = [((first + step) % slots) * spacing for step in range(slots)]
+        offsets[name] = _pick([((first + step) % slots) * spacing for step in range(slots)], others, spacing)
         for r in resources[name]:
-            taken.setdefault(r, []).append(offset)
+            taken.setdefault(r, []).append(offsets[name])
     return offsets
+
+
+def _pick(candidates: list[int], others: list[int], spacing: int) -> int:
+    """The first slot far enough from every neighbour; in a mixed crowd, the one farthest from them."""
+    def gap(slot: int) -> int:
+        return min([_distance(slot, other) for other in others] + [WINDOW])
+
+    free = [slot for slot in candidates if gap(slot) >= spacing]
+    return free[0] if free else max(candidates, key=gap)
 
 
 def _distance(a: int, b: int) -> int:
@@ -152,7 +164,7 @@ def shift_schedule(schedule: str, minutes: int) -> str:
 
 
 def _overlay(folder: Path, name: str, settings: Settings, cronjobs: Mapping[str, dict[str, Any]], offset: int,
-             header: str) -> list[Path]:
+             header: str, base_namespace: str) -> list[Path]:
     folder.mkdir(parents=True)
     written = [folder / "config.toml"]
     written[0].write_text(config_toml(settings, name, header))
@@ -167,7 +179,9 @@ def _overlay(folder: Path, name: str, settings: Settings, cronjobs: Mapping[str,
         "namespace": settings.config.airflow.kubernetes.namespace, "nameSuffix": f"-{name}",
         "labels": [{"pairs": {LABEL: name}, "includeSelectors": False, "includeTemplates": True}],
         "resources": ["../../base"],
-        "configMapGenerator": [{"name": "afbackup-config", "behavior": "replace", "files": ["config.toml"]}],
+        # the generator replaces the base's ConfigMap (same name and namespace), with a content hash in its name
+        "configMapGenerator": [{"name": "afbackup-config", "namespace": base_namespace, "behavior": "replace",
+                                "files": ["config.toml"]}],
         "patches": patches}))
     return written
 
@@ -176,7 +190,8 @@ def _cronjob_patch(cronjob: Mapping[str, Any], name: str, offset: int) -> dict[s
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     volumes = [{"name": v["name"], "secret": {"secretName": f"{v['secret']['secretName']}-{name}"}}
                for v in pod.get("volumes", []) if "secret" in v]
-    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": cronjob["metadata"]["name"]},
+    metadata = {key: cronjob["metadata"][key] for key in ("name", "namespace") if key in cronjob["metadata"]}
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": metadata,
             "spec": {"schedule": shift_schedule(cronjob["spec"]["schedule"], offset),
                      "jobTemplate": {"spec": {"template": {"spec": {"volumes": volumes}}}}}}
 
@@ -203,7 +218,9 @@ def config_toml(settings: Settings, name: str, header: str) -> str:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, float):  # every float of the schema is a duration
+        return f'"{format_duration(value)}"'
+    if isinstance(value, int):
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
