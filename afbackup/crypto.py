@@ -110,9 +110,9 @@ class Gpg:
             if key["fingerprint"] == fingerprint:
                 expires = key.get("expires") or ""
                 break
-            info = (key.get("subkey_info") or {}).get(fingerprint)
-            if info is not None:
-                expires = info.get("expires") or ""
+            keyid = next((sub[0] for sub in key.get("subkeys") or [] if len(sub) > 2 and sub[2] == fingerprint), None)
+            if keyid is not None:
+                expires = (key.get("subkey_info") or {}).get(keyid, {}).get("expires") or ""
                 break
         else:
             raise CryptoError(f"key {fingerprint} is not in the keyring {self.home or '(default)'}",
