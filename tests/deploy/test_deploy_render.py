@@ -230,3 +230,10 @@ def test_checkov_finds_nothing_beyond_the_documented_skips(built, tmp_path):
     accepted = {("CKV_K8S_38", f"CronJob.{NAMESPACES[name]}.afbackup-{job}-{name}")
                 for name in NAMES for job in ("backup", "drill")}
     assert skipped == accepted
+
+
+def test_the_drill_record_policy_only_writes_drill_records():
+    doc = json.loads((REPO / "deploy" / "iam" / "drill-record-policy.json").read_text())
+    (statement,) = doc["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "s3:PutObject"
+    assert statement["Resource"] == "arn:aws:s3:::airflow-backups/prod/v1/drills/*"
