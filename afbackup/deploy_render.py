@@ -133,7 +133,6 @@ def stagger(resources: Mapping[str, set[str]]) -> dict[str, int]:
         slots = WINDOW // spacing
         first = int(hashlib.sha256(name.encode()).hexdigest(), 16) % slots
         others = [other for r in sorted(resources[name]) for other in taken.get(r, [])]
-        candidates = [((first + step) % slots) * spacing for step in range(slots)]
         offsets[name] = _pick([((first + step) % slots) * spacing for step in range(slots)], others, spacing)
         for r in resources[name]:
             taken.setdefault(r, []).append(offsets[name])

@@ -47,7 +47,7 @@ class DrillRecord:
                 "failed_checks": list(self.failed_checks)}
 
 
-def record_of(report: "DrillReport", deployment: str, finished: dt.datetime) -> dict[str, Any]:
+def record_of(report: DrillReport, deployment: str, finished: dt.datetime) -> dict[str, Any]:
     started = dt.datetime.fromisoformat(report.started_at.replace("Z", "+00:00"))
     return {"drill_id": mf.new_backup_id(started), "deployment": deployment, "ok": report.ok,
             "started_at": report.started_at, "finished_at": mf.iso(finished), "backup_id": report.backup_id,
@@ -56,7 +56,7 @@ def record_of(report: "DrillReport", deployment: str, finished: dt.datetime) -> 
             "failed_checks": [check.name for check in report.checks if check.ok is False]}
 
 
-def write_record(store: ObjectStore, report: "DrillReport", deployment: str) -> str | None:
+def write_record(store: ObjectStore, report: DrillReport, deployment: str) -> str | None:
     """Store the record; return its key, or None (with one WARNING line) when the store refused it."""
     doc = record_of(report, deployment, mf.utcnow())
     key = f"{DRILLS}{doc['drill_id']}.json"

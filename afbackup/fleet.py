@@ -41,7 +41,7 @@ MAX_UNTRUSTED = 5  # manifests tried before giving up on finding a trusted newes
 SHRINK_WARNING = 0.5  # warn when the newest archive is this much smaller than the median before it
 CLOCK_SKEW = 300.0
 # Worst first: a stale or missing backup (the RPO is at risk) outranks everything.
-SEVERITY = {ExitCode.INTEGRITY: 6, ExitCode.STORAGE: 5, ExitCode.UNEXPECTED: 5, ExitCode.CRYPTO: 4,
+SEVERITY: dict[int, int] = {ExitCode.INTEGRITY: 6, ExitCode.STORAGE: 5, ExitCode.UNEXPECTED: 5, ExitCode.CRYPTO: 4,
             ExitCode.DRILL_FAILED: 3, ExitCode.CONFIG: 2, ExitCode.OK: 0}
 
 
@@ -174,10 +174,10 @@ def read_facts(settings: Settings, name: str, now: dt.datetime,
     cfg = settings.config
     try:
         if open_store is None:
-            from afbackup.storage import open_store as opener
-        else:
-            opener = open_store
-        store = opener(cfg.storage)
+            from afbackup.storage import open_store as default_opener
+
+            open_store = default_opener
+        store = open_store(cfg.storage)
         return _read(store, settings, name, now)
     except AfbackupError as exc:
         return DeploymentFacts(name, cfg.check.max_age, error=exc.one_line(), error_code=int(exc.exit_code))

@@ -180,7 +180,7 @@ def test_stagger_is_deterministic_and_spreads_a_crowd():
     assert offsets == stagger(dict(reversed(list(crowd.items()))))
     ordered = sorted(offsets.values())
     assert len(set(ordered)) == 30 and all(0 <= o < WINDOW for o in ordered)
-    gaps = [(b - a) for a, b in zip(ordered, ordered[1:])] + [ordered[0] + WINDOW - ordered[-1]]
+    gaps = [(b - a) for a, b in zip(ordered, ordered[1:], strict=False)] + [ordered[0] + WINDOW - ordered[-1]]
     assert min(gaps) >= WINDOW // 30
     assert stagger({"a": {"x"}, "b": {"y"}}) == {"a": stagger({"a": {"x"}})["a"], "b": stagger({"b": {"y"}})["b"]}
     assert shift_schedule("0 4 * * *", 17) == "17 4 * * *"

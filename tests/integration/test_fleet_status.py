@@ -69,7 +69,8 @@ def test_fleet_status_json_reports_each_state_and_the_worst_code(fleet, capsys):
     assert {"name", "ok", "exit_code", "newest_backup_id", "age_seconds"} <= set(fresh)
     assert 2 * HOUR - 5 < fresh["age_seconds"] < 2 * HOUR + 60
     assert len(fresh["backups"]) == 10 and fresh["backups"][0]["backup_id"] == fresh["newest_backup_id"]
-    assert fresh["backups"][0]["size"] == 1 << 20 and fresh["backups"][0]["duration_seconds"] == pytest.approx(90, abs=1)
+    newest = fresh["backups"][0]
+    assert newest["size"] == 1 << 20 and newest["duration_seconds"] == pytest.approx(90, abs=1)
     assert fresh["size_trend"] < 0  # the synthetic history shrinks by 1000 bytes a day
     assert fresh["last_drill"]["ok"] is True and fresh["last_drill"]["rto_seconds"] == 720
     assert fresh["last_drill"]["rto_live_seconds"] is None and fresh["last_drill"]["rpo_seconds"] == 5 * HOUR
