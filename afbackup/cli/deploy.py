@@ -8,6 +8,7 @@ import click
 
 from afbackup.cli.context import AppContext, emit, pass_app
 from afbackup.config import load_fleet
+from afbackup.config.load import select_fleet
 
 
 @click.group()
@@ -23,10 +24,9 @@ def render(app: AppContext, out: Path) -> int:
     """Write deterministic Kubernetes manifests for every deployment (apply with `kubectl apply -k DIR`)."""
     from afbackup.deploy_render import render as write
 
-    fleet = load_fleet(app.config_path, environ={})  # nothing from this machine's environment
+    # nothing from this machine's environment goes into the manifests
+    fleet = select_fleet(load_fleet(app.config_path, environ={}), app.deployment)
     source = Path(app.config_path).name if app.config_path else "the default config"
-    if app.deployment:
-        fleet = {name: s for name, s in fleet.items() if name == app.deployment}
     written = write(fleet, source, out)
     emit(f"wrote {len(written)} files for {len(fleet)} deployment(s) under {out}: "
          f"kubectl kustomize {out} | kubectl apply -f -")

@@ -7,6 +7,7 @@ import click
 from afbackup import manifest as mf
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config import load_fleet
+from afbackup.config.load import select_fleet
 from afbackup.config.units import format_bytes
 from afbackup.fleet import DeploymentStatus, fleet_status, worst
 
@@ -23,9 +24,7 @@ def fleet() -> None:
 @pass_app
 def status(app: AppContext, as_json: bool, workers: int) -> int:
     """Newest trusted backup and its age, backup size/duration trend, last drill, lock, problems."""
-    fleet_settings = load_fleet(app.config_path)
-    if app.deployment:
-        fleet_settings = {name: s for name, s in fleet_settings.items() if name == app.deployment}
+    fleet_settings = select_fleet(load_fleet(app.config_path), app.deployment)
     statuses = fleet_status(fleet_settings, mf.utcnow(), workers=workers)
     code = worst(s.exit_code for s in statuses)
     if as_json:

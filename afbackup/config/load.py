@@ -99,6 +99,15 @@ def load_fleet(path: str | os.PathLike | None = None,
     return {name: _settings(config_path, base, overlays, name, environ, {}) for name in overlays}
 
 
+def select_fleet(fleet: Mapping[str, Settings], deployment: str | None) -> dict[str, Settings]:
+    """All deployments, or only ``deployment`` (an unknown name is a ConfigError listing the names)."""
+    if not deployment:
+        return dict(fleet)
+    if deployment not in fleet:
+        raise ConfigError(f"deployment {deployment!r} is not in the configuration", hint=dep.choices(fleet))
+    return {deployment: fleet[deployment]}
+
+
 def _settings(config_path: Path | None, base: dict[str, Any], overlays: Mapping[str, dict[str, Any]],
               selected: str | None, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> Settings:
     if selected:

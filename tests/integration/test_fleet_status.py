@@ -149,3 +149,8 @@ def test_assess_and_worst_are_pure():
     assert assess(broken, NOW).exit_code == 6
     assert worst([0, 10, 7, 8, 6]) == 8 and worst([10, 7]) == 7 and worst([]) == 0
     assert trend([110, 100, 100, 90]) == pytest.approx(0.1) and trend([5]) is None
+
+
+def test_an_unknown_deployment_is_a_config_error(fleet, capsys):
+    config, _ = fleet
+    assert run(["--config", str(config), "--deployment", "nope", "fleet", "status"]) == 3
