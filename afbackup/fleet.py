@@ -171,19 +171,36 @@ def order(statuses: list[DeploymentStatus]) -> list[DeploymentStatus]:
 def read_facts(settings: Settings, name: str, now: dt.datetime,
                open_store: Callable[[Any], ObjectStore] | None = None) -> DeploymentFacts:
     """Everything ``assess`` needs for one deployment; a failure to read is in the facts, never raised."""
-    cfg = settings.config
-    try:
-        if open_store is None:
-            from afbackup.storage import open_store as default_opener
+    opened = _open(settings, name, open_store)
+    return opened if isinstance(opened, DeploymentFacts) else _guarded(opened, settings, name, now)
 
-            open_store = default_opener
-        store = open_store(cfg.storage)
-        return _read(store, settings, name, now)
+
+def _open(settings: Settings, name: str, open_store: Callable[[Any], ObjectStore] | None,
+          session: Any = None) -> ObjectStore | DeploymentFacts:
+    def guarded() -> ObjectStore:
+        if open_store is not None:
+            return open_store(settings.config.storage)
+        from afbackup.storage import open_store as default_opener
+
+        return default_opener(settings.config.storage, session=session)
+    return _catching(guarded, settings, name)
+
+
+def _guarded(store: ObjectStore, settings: Settings, name: str, now: dt.datetime) -> DeploymentFacts:
+    result = _catching(lambda: _read(store, settings, name, now), settings, name)
+    assert isinstance(result, DeploymentFacts)
+    return result
+
+
+def _catching(action: Callable[[], Any], settings: Settings, name: str) -> Any:
+    max_age = settings.config.check.max_age
+    try:
+        return action()
     except AfbackupError as exc:
-        return DeploymentFacts(name, cfg.check.max_age, error=exc.one_line(), error_code=int(exc.exit_code))
+        return DeploymentFacts(name, max_age, error=exc.one_line(), error_code=int(exc.exit_code))
     except Exception as exc:  # one deployment's surprise must not hide the others
         logger.debug("fleet status of %s", name, exc_info=True)
-        return DeploymentFacts(name, cfg.check.max_age, error=f"unexpected error: {type(exc).__name__}: {exc}",
+        return DeploymentFacts(name, max_age, error=f"unexpected error: {type(exc).__name__}: {exc}",
                                error_code=ExitCode.UNEXPECTED)
 
 
@@ -275,9 +292,29 @@ def _failure_error(store: ObjectStore, backup_id: str) -> str:
 
 def fleet_status(fleet: Mapping[str, Settings], now: dt.datetime, *, workers: int = 8,
                  open_store: Callable[[Any], ObjectStore] | None = None) -> list[DeploymentStatus]:
-    """Read every deployment (in parallel: each is a few requests) and assess it; worst first."""
+    """Read every deployment and assess it; worst first.
+
+    The stores are opened one after the other in this thread, from one shared boto3
+    session (its service models load once, not once per deployment); the reads, a
+    few requests each, then run in parallel.
+    """
     names = sorted(fleet)
+    session = _shared_session(fleet) if open_store is None else None
+    opened = {name: _open(fleet[name], name, open_store, session) for name in names}
+
+    def read(name: str) -> DeploymentFacts:
+        store = opened[name]
+        return store if isinstance(store, DeploymentFacts) else _guarded(store, fleet[name], name, now)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(names) or 1)),
                                                thread_name_prefix="fleet") as pool:
-        facts = list(pool.map(lambda name: read_facts(fleet[name], name, now, open_store), names))
+        facts = list(pool.map(read, names))
     return order([assess(f, now) for f in facts])
+
+
+def _shared_session(fleet: Mapping[str, Settings]) -> Any:
+    if not any(s.config.storage.url.startswith("s3://") for s in fleet.values()):
+        return None
+    import boto3
+
+    return boto3.session.Session()
