@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import logging
 import statistics
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from afbackup import manifest as mf
 from afbackup.config import Settings
@@ -187,9 +187,7 @@ def _open(settings: Settings, name: str, open_store: Callable[[Any], ObjectStore
 
 
 def _guarded(store: ObjectStore, settings: Settings, name: str, now: dt.datetime) -> DeploymentFacts:
-    result = _catching(lambda: _read(store, settings, name, now), settings, name)
-    assert isinstance(result, DeploymentFacts)
-    return result
+    return cast(DeploymentFacts, _catching(lambda: _read(store, settings, name, now), settings, name))
 
 
 def _catching(action: Callable[[], Any], settings: Settings, name: str) -> Any:

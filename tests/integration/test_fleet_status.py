@@ -154,3 +154,18 @@ def test_assess_and_worst_are_pure():
 def test_an_unknown_deployment_is_a_config_error(fleet, capsys):
     config, _ = fleet
     assert run(["--config", str(config), "--deployment", "nope", "fleet", "status"]) == 3
+
+
+def test_an_unreachable_store_is_exit_6_for_that_deployment_only(tmp_path, capsys):
+    from tests.harness.pg import free_port
+
+    good = tmp_path / "good"
+    fs.daily_history(good, "good", NOW, 3, newest_age=HOUR)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[deployments.good.storage]\nurl = "file://{good}"\n'
+                      f'[deployments.gone.storage]\nurl = "s3://nowhere/gone"\n'
+                      f'endpoint_url = "http://127.0.0.1:{free_port()}"\nretries = 0\n')
+    assert run(["--config", str(config), "fleet", "status", "--json"]) == 6
+    rows = by_name(json.loads(capsys.readouterr().out))
+    assert rows["good"]["ok"] is True
+    assert rows["gone"]["exit_code"] == 6 and "S3 listing of" in rows["gone"]["problems"][0]
