@@ -40,6 +40,7 @@ HISTORY = 10  # backups shown with their size and duration, newest first
 MAX_UNTRUSTED = 5  # manifests tried before giving up on finding a trusted newest backup
 SHRINK_WARNING = 0.5  # warn when the newest archive is this much smaller than the median before it
 CLOCK_SKEW = 300.0
+DRILL_DUE = 100 * 86400.0  # the drill CronJob is quarterly; like the AfbackupDrillMissed alert
 # Worst first: a stale or missing backup (the RPO is at risk) outranks everything.
 SEVERITY: dict[int, int] = {ExitCode.INTEGRITY: 6, ExitCode.STORAGE: 5, ExitCode.UNEXPECTED: 5, ExitCode.CRYPTO: 4,
             ExitCode.DRILL_FAILED: 3, ExitCode.CONFIG: 2, ExitCode.OK: 0}
@@ -143,17 +144,18 @@ def assess(facts: DeploymentFacts, now: dt.datetime) -> DeploymentStatus:
     shrink = trend([b.size for b in facts.history])
     if shrink is not None and shrink < -SHRINK_WARNING:
         problems.append(Problem(0, f"newest archive is {-shrink:.0%} smaller than the median of the ones before"))
-    problems.extend(_drill_problems(facts.drill))
+    problems.extend(_drill_problems(facts.drill, now))
     if facts.lock and facts.lock.get("stale"):
         problems.append(Problem(0, f"stale writer lock: {facts.lock.get('holder')}; the next backup takes it over"))
     return DeploymentStatus(facts, age, tuple(problems))
 
 
-def _drill_problems(drill: DrillRecord | None) -> list[Problem]:
+def _drill_problems(drill: DrillRecord | None, now: dt.datetime) -> list[Problem]:
     if drill is None:
         return [Problem(0, "no drill recorded")]
+    age = (now - drill.finished_at).total_seconds() if drill.finished_at else None
     if drill.ok:
-        return []
+        return [] if age is None or age <= DRILL_DUE else [Problem(0, f"last drill is {age / 86400:.0f} days old")]
     failed = ", ".join(drill.failed_checks) or "a check"
     return [Problem(ExitCode.DRILL_FAILED, f"last drill {drill.drill_id} failed: {failed}")]
 

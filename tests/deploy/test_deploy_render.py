@@ -103,6 +103,15 @@ def test_rendering_twice_gives_the_same_bytes(rendered, tmp_path):
     assert files(again) == files(rendered)
 
 
+def test_the_environment_of_the_rendering_machine_does_not_leak(rendered, tmp_path, monkeypatch):
+    config = tmp_path / "fleet.toml"
+    config.write_text(FLEET)
+    monkeypatch.setenv("AFBACKUP_STORAGE_REGION", "from-my-laptop")
+    monkeypatch.setenv("AFBACKUP_NOTIFY_PUSHGATEWAY_URL", "https://user:secret@gateway")
+    assert run(["--config", str(config), "deploy", "render", "--out", str(tmp_path / "out")]) == 0
+    assert files(tmp_path / "out") == files(rendered)
+
+
 def test_a_foreign_non_empty_directory_is_refused(tmp_path):
     config = tmp_path / "fleet.toml"
     config.write_text(FLEET)

@@ -3,6 +3,7 @@ drill, locked, and with a damaged newest manifest; JSON shape, text order, worst
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -145,6 +146,11 @@ def test_assess_and_worst_are_pure():
     fresh = DeploymentFacts("x", 26 * HOUR, newest_id="b", newest_finished_at=NOW - dt.timedelta(hours=25))
     status = assess(fresh, NOW)
     assert status.ok and status.as_dict()["warnings"] == ["no drill recorded"]
+    from afbackup.drill_record import DrillRecord
+
+    old_drill = DrillRecord("d", True, NOW - dt.timedelta(days=120))
+    overdue = dataclasses.replace(fresh, drill=old_drill)
+    assert assess(overdue, NOW).ok and assess(overdue, NOW).as_dict()["warnings"] == ["last drill is 120 days old"]
     broken = DeploymentFacts("x", 1.0, error="storage: access denied", error_code=6)
     assert assess(broken, NOW).exit_code == 6
     assert worst([0, 10, 7, 8, 6]) == 8 and worst([10, 7]) == 7 and worst([]) == 0
