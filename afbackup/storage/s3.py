@@ -49,7 +49,8 @@ class S3Store:
             response_checksum_validation=cfg.response_checksum_validation,
             connect_timeout=10, read_timeout=120, max_pool_connections=cfg.upload_concurrency + 4,
         )
-        self.client = (session or boto3.session.Session()).client("s3", endpoint_url=cfg.endpoint_url or None, config=boto_config)
+        self.client = (session or boto3.session.Session()).client("s3", endpoint_url=cfg.endpoint_url or None,
+                                                                  config=boto_config)
 
     def describe(self) -> str:
         return self.url
