@@ -175,3 +175,29 @@ def test_an_unreachable_store_is_exit_6_for_that_deployment_only(tmp_path, capsy
     rows = by_name(json.loads(capsys.readouterr().out))
     assert rows["good"]["ok"] is True
     assert rows["gone"]["exit_code"] == 6 and "S3 listing of" in rows["gone"]["problems"][0]
+
+
+def test_the_newest_trusted_backup_skips_one_signed_by_an_untrusted_key(tmp_path, capsys):
+    import shutil
+
+    from tests.harness.gpgkeys import make_keyring
+
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg not installed")
+    ring = make_keyring(("signer", "stranger"))
+    try:
+        store = tmp_path / "s"
+        older, newer = fs.daily_history(store, "a", NOW, 2, newest_age=HOUR)
+        for backup_id, who in ((older, "signer"), (newer, "stranger")):
+            data = (store / mf.key_of(backup_id, mf.MANIFEST_NAME)).read_bytes()
+            signature = ring.gpg("--local-user", ring.fingerprints[who], "--detach-sign", input=data).stdout
+            (store / mf.key_of(backup_id, mf.SIGNATURE_NAME)).write_bytes(signature)
+        config = tmp_path / "c.toml"
+        config.write_text(f'[backup]\nname = "a"\n[storage]\nurl = "file://{store}"\n[encryption]\n'
+                          f'gnupghome = "{ring.home}"\ntrusted_signers = ["{ring.fingerprints["signer"]}"]\n')
+        assert run(["--config", str(config), "fleet", "status", "--json"]) == 7
+        (row,) = json.loads(capsys.readouterr().out)["deployments"]
+        assert row["newest_backup_id"] == older
+        assert f"backup {newer} is not trusted" in row["problems"][0] and "trusted_signers" in row["problems"][0]
+    finally:
+        ring.cleanup()
