@@ -12,8 +12,9 @@ AIRFLOW3 := 3.3.2
 PYTEST_WORKERS ?= 2
 
 PUSHGATEWAY := .cache/pushgateway/usr/bin/prometheus-pushgateway
+PROMTOOL    := .cache/promtool/usr/bin/promtool
 
-.PHONY: demo test unit lint bench install airflow tools awscli pushgateway docs clean
+.PHONY: demo test unit lint bench install airflow tools awscli pushgateway promtool docs clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +49,12 @@ $(PUSHGATEWAY):
 
 pushgateway: $(PUSHGATEWAY)
 
+# promtool (Debian's prometheus package, unpacked into .cache) for the alert-rule tests.
+$(PROMTOOL):
+	bash tests/harness/install_promtool.sh
+
+promtool: $(PROMTOOL)
+
 # The main job on embedded defaults: PostgreSQL, S3 (moto), GPG keys and Airflow 3, all local and throwaway.
 demo: install $(VENVS)/airflow-$(AIRFLOW3)/.afbackup-ready
 	$(PY) -m tests.harness.demo
@@ -59,7 +66,7 @@ lint: install
 
 # The whole suite: unit, integration and end-to-end (real PostgreSQL, gpg, S3 over HTTP, Airflow 2.x and 3.x).
 # Lint runs first: a style or type error fails in seconds, not after the suite.
-test: install lint airflow tools awscli pushgateway
+test: install lint airflow tools awscli pushgateway promtool
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider -q tests
 
 # The fast tier: every test that needs only `make install` (no PostgreSQL, no Airflow venvs, no tools).

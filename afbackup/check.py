@@ -72,6 +72,7 @@ class CheckReport:
     entries: list[CheckEntry] = dataclasses.field(default_factory=list)
     newest: dict[str, Any] | None = None
     seconds: float = 0.0
+    signing_key_expires_at: dt.datetime | None = None  # pushed as afbackup_signing_key_expiry_timestamp_seconds
 
     def add(self, name: str, status: str, detail: str, kind: str = "preflight") -> None:
         self.entries.append(CheckEntry(name, kind, status, detail))
@@ -93,6 +94,7 @@ class CheckReport:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.exit_code == 0, "exit_code": int(self.exit_code), "max_age_seconds": self.max_age,
                 "newest": self.newest, "seconds": self.seconds,
+                "signing_key_expires_at": mf.iso(self.signing_key_expires_at),
                 "checks": [dict(dataclasses.asdict(e), ok=e.ok) for e in self.entries]}
 
 
@@ -105,7 +107,7 @@ def run_check(settings: Settings, max_age: float, *, now: Callable[[], dt.dateti
     server_major = _attempt(report, "database", lambda: _check_database(cfg))
     for tool in ("pg_dump", "pg_restore"):
         _attempt(report, tool, functools.partial(_check_tool, cfg, tool, server_major))
-    _attempt(report, "keys", lambda: _check_keys(cfg))
+    _attempt(report, "keys", lambda: _check_keys(cfg, report))
     store = _attempt(report, "bucket", lambda: _check_bucket(cfg))
     _attempt(report, "executor", lambda: _check_executor(cfg))
     if store is None:
@@ -156,14 +158,16 @@ def _check_tool(cfg: Config, name: str, server_major: int | None) -> tuple[str, 
     return OK, f"{tool.text} at {tool.path} (server {server_major})", None
 
 
-def _check_keys(cfg: Config) -> tuple[str, str, None]:
+def _check_keys(cfg: Config, report: CheckReport) -> tuple[str, str, None]:
     enc = cfg.encryption
     gpg = Gpg(enc)
     gpg.check_recipients(enc.recipients)
     detail = f"{len(enc.recipients)} recipient key(s) usable for encryption"
     if enc.sign_with:
         gpg.check_signer(enc.sign_with)
-        detail += f"; signing key {enc.sign_with} usable"
+        report.signing_key_expires_at = gpg.key_expires_at(enc.sign_with)
+        expiry = mf.iso(report.signing_key_expires_at) or "never"
+        detail += f"; signing key {enc.sign_with} usable (expires {expiry})"
     return OK, detail, None
 
 

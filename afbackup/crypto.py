@@ -13,6 +13,7 @@ Rules from FIELD_NOTES/RELIABILITY section F, all enforced here:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
@@ -103,6 +104,21 @@ class Gpg:
                               hint="import the signing key or fix encryption.sign_with")
         public = {key["fingerprint"]: key for key in self.new_context().list_keys()}
         _check_usable(public.get(fingerprint, keys[fingerprint]), fingerprint, capability="S", purpose="signing")
+
+    def key_expires_at(self, fingerprint: str) -> dt.datetime | None:
+        """When the key (or subkey) ``fingerprint`` expires; None when it never does. CryptoError if absent."""
+        for key in self.new_context().list_keys():
+            if key["fingerprint"] == fingerprint:
+                expires = key.get("expires") or ""
+                break
+            keyid = next((sub[0] for sub in key.get("subkeys") or [] if len(sub) > 2 and sub[2] == fingerprint), None)
+            if keyid is not None:
+                expires = (key.get("subkey_info") or {}).get(keyid, {}).get("expires") or ""
+                break
+        else:
+            raise CryptoError(f"key {fingerprint} is not in the keyring {self.home or '(default)'}",
+                              hint="import its public key or fix encryption.sign_with")
+        return dt.datetime.fromtimestamp(int(expires), dt.UTC) if str(expires).isdigit() else None
 
     def sign_detached(self, data: bytes, fingerprint: str) -> bytes:
         result = self.new_context().sign(

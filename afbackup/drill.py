@@ -31,6 +31,7 @@ from afbackup.config import Settings
 from afbackup.config.model import Config
 from afbackup.crypto import Gpg
 from afbackup.dbcheck import check_restored
+from afbackup.drill_record import write_record
 from afbackup.errors import AfbackupError, ConfigError, DrillFailed, IntegrityError, SourceError
 from afbackup.executors import open_executor
 from afbackup.progress import Progress
@@ -128,6 +129,7 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
         finally:
             _cleanup(state, password, cfg, options.keep, report)
     steps.run("targets", lambda: _targets(report))
+    write_record(store, report, cfg.backup.name)
     return report
 
 

@@ -41,6 +41,8 @@ SLACK_HEADER_MAX = 150  # Slack's limit for a header block's text
 SLACK_ERROR_MAX = 2800  # a section's text is limited to 3000 characters
 SLACK_FIELDS_MAX = 10  # a section holds at most 10 fields
 MASK = "***"
+# ``check`` runs often (a probe, a cron monitor) and only pushes metrics (the signing key's expiry).
+METRICS_ONLY = frozenset({"check"})
 
 
 class NotificationError(Exception):
@@ -53,7 +55,8 @@ def notify(cfg: NotifyConfig, outcome: Outcome, *, instance: str, clock: Clock =
     ``clock`` gives the run's timestamp for the metrics (last run, last success).
     """
     problems: list[str] = []
-    if cfg.slack_webhook_url_file and (not outcome.ok or cfg.slack_on_success):
+    slack = outcome.command not in METRICS_ONLY and (not outcome.ok or cfg.slack_on_success)
+    if cfg.slack_webhook_url_file and slack:
         _deliver("slack", lambda: send_slack(cfg, outcome, instance=instance), outcome, problems)
     if cfg.pushgateway_url:
         now = clock.now().timestamp()

@@ -164,9 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1GiB", help="size of the generated database (default 1GiB)")
     parser.add_argument("--no-triple", action="store_true", help="skip the 3× database")
+    parser.add_argument("--case", choices=["all", "backup", "fleet"], default="all",
+                        help="fleet: only `fleet status` over 50 deployments x 60 backups (no database needed)")
     args = parser.parse_args(argv)
-    report = run(parse_size(args.size), not args.no_triple)
-    ok = print_report(report)
+    report: dict = {}
+    ok = True
+    if args.case in ("all", "backup"):
+        report = run(parse_size(args.size), not args.no_triple)
+        ok = print_report(report)
+    if args.case in ("all", "fleet"):
+        from bench.fleet import print_fleet, run_fleet
+
+        report["fleet"] = run_fleet()
+        ok = print_fleet(report["fleet"]) and ok
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2))

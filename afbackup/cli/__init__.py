@@ -53,17 +53,21 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", metavar="FILE", envvar="AFBACKUP_CONFIG",
               help="Config file (default: $AFBACKUP_CONFIG or /etc/afbackup/config.toml).")
+@click.option("--deployment", metavar="NAME", envvar="AFBACKUP_DEPLOYMENT",
+              help="Select [deployments.NAME] of the config file (default: $AFBACKUP_DEPLOYMENT).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv includes library debug logs).")
 @click.option("-q", "--quiet", count=True, help="Less logging (-q warnings, -qq errors only).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="AFBACKUP_LOG_FORMAT",
               show_default=True, help="Log line format on stderr.")
 @click.version_option(afbackup.__version__, prog_name="afbackup")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: int, log_format: str) -> None:
+def cli(ctx: click.Context, config_path: str | None, deployment: str | None, verbose: int, quiet: int,
+        log_format: str) -> None:
     """Backup and disaster recovery for Apache Airflow (metadata DB, connections, variables, pools)."""
     configure_logging(verbose - quiet, log_format)
     app = ctx.ensure_object(AppContext)
     app.config_path, app.verbosity, app.log_format = config_path, verbose - quiet, log_format
+    app.deployment = deployment or None
     app.command = ctx.invoked_subcommand or ""
 
 

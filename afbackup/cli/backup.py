@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
@@ -9,7 +10,7 @@ import click
 from afbackup.backup import BackupRun, prepare_backup, run_backup
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config.units import format_bytes
-from afbackup.errors import UsageError
+from afbackup.errors import AfbackupError, UsageError
 from afbackup.log import redact
 from afbackup.progress import Progress
 from afbackup.sources.postgres import pg_dump_argv
@@ -41,13 +42,27 @@ def backup(app: AppContext, dry_run: bool, labels: tuple[str, ...], as_json: boo
         return 0
     result = run_backup(run)
     app.record(backup_id=result.backup_id, bytes=result.archive_size,
-               rows=sum(result.manifest.row_counts.values()))
+               rows=sum(result.manifest.row_counts.values()),
+               extra={"max_age_seconds": settings.config.check.max_age, **_key_expiry(run)})
     if as_json:
         emit_json({"backup_id": result.backup_id, "size": result.archive_size,
                    "duration_seconds": round(result.duration, 3), "manifest": result.manifest.raw})
     else:
         emit(result.backup_id)
     return 0
+
+
+def _key_expiry(run: BackupRun) -> dict[str, float]:
+    """The signing key's expiry, for the AfbackupSigningKeyExpiring alert (also pushed by `check`)."""
+    signer = run.cfg.encryption.sign_with
+    if not signer:
+        return {}
+    try:
+        expires = run.gpg.key_expires_at(signer)
+    except AfbackupError as exc:  # the backup is done; a metric must not change its result
+        logging.getLogger(__name__).warning("could not read the signing key's expiry: %s", exc.one_line())
+        return {}
+    return {"signing_key_expiry_timestamp_seconds": expires.timestamp()} if expires else {}
 
 
 def _plan(run: BackupRun) -> dict[str, Any]:

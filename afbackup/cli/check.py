@@ -23,6 +23,8 @@ def check(app: AppContext, max_age: float | None, as_json: bool) -> int:
         _print(report, as_json)
         raise
     report = run_check(settings, settings.config.check.max_age, now=app.clock.now)
+    if report.signing_key_expires_at is not None:
+        app.record(extra={"signing_key_expiry_timestamp_seconds": report.signing_key_expires_at.timestamp()})
     _print(report, as_json)
     if report.exit_code:
         app.fail(f"check failed: {', '.join(report.failed)}", report.exit_code)

@@ -85,7 +85,20 @@ def _config() -> click.Command:
     return config
 
 
+def _fleet() -> click.Command:
+    from afbackup.cli.fleet import fleet
+
+    return fleet
+
+
+def _deploy() -> click.Command:
+    from afbackup.cli.deploy import deploy
+
+    return deploy
+
+
 COMMANDS: dict[str, Callable[[], click.Command]] = {
     "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore, "drill": _drill,
     "prune": _prune, "pin": _pin, "unpin": _unpin, "break-lock": _break_lock, "check": _check, "config": _config,
+    "fleet": _fleet, "deploy": _deploy,
 }

@@ -19,9 +19,12 @@ def config() -> None:
 
 @config.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--deployment", metavar="NAME", help="Show [deployments.NAME] (same as the root --deployment).")
 @pass_app
-def show_config(app: AppContext, as_json: bool) -> int:
+def show_config(app: AppContext, as_json: bool, deployment: str | None) -> int:
     """Print the effective configuration with the source of each value."""
+    if deployment:
+        app.deployment = deployment
     settings = app.settings()
     data = settings.config.model_dump(by_alias=True)
     rows = []
@@ -32,9 +35,12 @@ def show_config(app: AppContext, as_json: bool) -> int:
         shown = "***" if is_secret_key(key) and value else _masked(value)
         rows.append({"key": key, "value": shown, "source": settings.source_of(key), "env": env_name(key)})
     if as_json:
-        emit_json({"file": str(settings.path) if settings.path else None, "values": rows})
+        emit_json({"file": str(settings.path) if settings.path else None, "deployment": settings.deployment,
+                   "values": rows})
         return 0
     emit(f"# config file: {settings.path or '(none)'}")
+    if settings.deployment:
+        emit(f"# deployment: {settings.deployment}")
     for row in rows:
         emit(f"{row['key']:<40} = {row['value']!r:<50} # {row['source']}")
     return 0

@@ -23,7 +23,7 @@ from afbackup.config import Settings, load_settings
 from afbackup.log import event
 
 logger = logging.getLogger("afbackup.summary")
-NOTIFYING = frozenset({"backup", "prune", "verify", "drill"})
+NOTIFYING = frozenset({"backup", "prune", "verify", "drill", "check"})  # check: metrics only, no Slack
 
 
 @dataclasses.dataclass
@@ -31,6 +31,7 @@ class AppContext:
     config_path: str | None
     verbosity: int
     log_format: str
+    deployment: str | None = None  # --deployment / AFBACKUP_DEPLOYMENT
     _settings: Settings | None = None
     command: str = ""
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -75,7 +76,7 @@ class AppContext:
     def settings(self, overrides: Mapping[str, Any] | None = None) -> Settings:
         """Resolve configuration once (flags given as ``overrides`` take precedence)."""
         if self._settings is None or overrides:
-            self._settings = load_settings(self.config_path, overrides=overrides)
+            self._settings = load_settings(self.config_path, overrides=overrides, deployment=self.deployment)
         return self._settings
 
     def fail(self, message: str, exit_code: int) -> None:

@@ -29,9 +29,10 @@ def drill(app: AppContext, backup_ref: str, scratch_dsn: str, report_dir: str | 
     options = DrillOptions(backup=backup_ref, scratch_dsn=scratch_dsn, keep=keep, rto_target=rto_target,
                            rpo_target=rpo_target, fernet_key_file=fernet_key_file)
     report = run_drill(app.settings(), options, Progress("drill"))
-    app.record(backup_id=report.backup_id or None,
-               extra={k: v for k, v in (("rto_seconds", report.rto_seconds), ("rpo_seconds", report.rpo_seconds))
-                      if v is not None})
+    measured = (("rto_seconds", report.rto_seconds), ("rpo_seconds", report.rpo_seconds),
+                ("rto_live_seconds", getattr(report, "rto_live_seconds", None)),
+                ("rto_target_seconds", report.rto_target))
+    app.record(backup_id=report.backup_id or None, extra={k: v for k, v in measured if v is not None})
     if report_dir:
         write_reports(report, report_dir)
     emit_json(report.as_dict()) if as_json else emit(markdown(report))

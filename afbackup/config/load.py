@@ -1,4 +1,4 @@
-"""Resolve the configuration once: defaults < TOML file < AFBACKUP_* env < flags.
+"""Resolve the configuration once: defaults < TOML file < [deployments.X] < AFBACKUP_* env < flags.
 
 The result is a frozen ``Settings`` that records where each value came from,
 for ``afbackup config show``. Nothing else in afbackup reads ``os.environ``
@@ -17,13 +17,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from afbackup.config import deployments as dep
 from afbackup.config.model import Config
 from afbackup.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/afbackup/config.toml")
 ENV_PREFIX = "AFBACKUP_"
 # Environment variables that are not configuration keys.
-ENV_GLOBALS = frozenset({"AFBACKUP_CONFIG", "AFBACKUP_LOG_FORMAT"})
+ENV_GLOBALS = frozenset({"AFBACKUP_CONFIG", "AFBACKUP_LOG_FORMAT", "AFBACKUP_DEPLOYMENT"})
+DEPLOYMENT_ENV = "AFBACKUP_DEPLOYMENT"
 SECRET_HINTS = ("password", "passphrase", "secret", "token", "webhook")
 
 
@@ -34,6 +36,7 @@ class Settings:
     config: Config
     sources: Mapping[str, str]
     path: Path | None
+    deployment: str | None = None  # the selected [deployments.<name>], if the file declares any
 
     def source_of(self, key: str) -> str:
         return self.sources.get(key, "default")
@@ -59,26 +62,77 @@ def load_settings(
     path: str | os.PathLike | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    deployment: str | None = None,
 ) -> Settings:
-    """Load, merge and validate. Raises ``ConfigError`` (exit 3) on any problem."""
+    """Load, merge and validate. Raises ``ConfigError`` (exit 3) on any problem.
+
+    A file with ``[deployments.<name>]`` tables needs a selection: ``deployment``
+    or ``AFBACKUP_DEPLOYMENT`` (an error listing the names otherwise).
+    """
     environ = os.environ if environ is None else environ
     config_path = _config_path(path, environ)
     data: dict[str, Any] = _read_toml(config_path) if config_path else {}
-    sources = {key: f"file {config_path}" for key in _flat_keys(data)}
+    base, overlays = dep.split(data, config_path)
+    selected = deployment or environ.get(DEPLOYMENT_ENV) or None
+    if overlays:
+        dep.check_prefixes(base, overlays, config_path)
+        if not selected:
+            raise ConfigError(f"config file {config_path} declares deployments and none is selected",
+                              hint=dep.choices(overlays))
+    elif selected:
+        where = f"config file {config_path}" if config_path else "no config file"
+        raise ConfigError(f"deployment {selected!r} selected, but {where} declares no [deployments.*]",
+                          hint=f"declare [deployments.{selected}] or unset --deployment / {DEPLOYMENT_ENV}")
+    return _settings(config_path, base, overlays, selected, environ, overrides or {})
+
+
+def load_fleet(path: str | os.PathLike | None = None,
+               environ: Mapping[str, str] | None = None) -> dict[str, Settings]:
+    """Every deployment of the file, by name (sorted); a file without deployments is one, named by backup.name."""
+    environ = os.environ if environ is None else environ
+    config_path = _config_path(path, environ)
+    data: dict[str, Any] = _read_toml(config_path) if config_path else {}
+    base, overlays = dep.split(data, config_path)
+    if not overlays:
+        single = _settings(config_path, base, overlays, None, environ, {})
+        return {single.config.backup.name: single}
+    dep.check_prefixes(base, overlays, config_path)
+    return {name: _settings(config_path, base, overlays, name, environ, {}) for name in overlays}
+
+
+def select_fleet(fleet: Mapping[str, Settings], deployment: str | None) -> dict[str, Settings]:
+    """All deployments, or only ``deployment`` (an unknown name is a ConfigError listing the names)."""
+    if not deployment:
+        return dict(fleet)
+    if deployment not in fleet:
+        raise ConfigError(f"deployment {deployment!r} is not in the configuration", hint=dep.choices(fleet))
+    return {deployment: fleet[deployment]}
+
+
+def _settings(config_path: Path | None, base: dict[str, Any], overlays: Mapping[str, dict[str, Any]],
+              selected: str | None, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> Settings:
+    if selected:
+        data, sources = dep.resolve(base, overlays, selected, config_path)
+    else:
+        data, sources = dep.merge(base, {}), {key: f"file {config_path}" for key in _flat_keys(base)}
     known = dict(iter_keys())
     for key, raw in _env_values(environ, known):
         _set(data, key, _coerce_env(raw, known[key]))
         sources[key] = f"env {env_name(key)}"
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         if value is None:
             continue
         _set(data, key, value)
         sources[key] = "flag"
+    if selected and data["backup"]["name"] != selected:
+        raise ConfigError(f"backup.name = {data['backup']['name']!r} (from {sources[dep.NAME_KEY]}) differs from "
+                          f"the selected deployment {selected!r}",
+                          hint="a deployment's backup.name is its name; unset the override")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, sources) from None
-    return Settings(config=config, sources=sources, path=config_path)
+    return Settings(config=config, sources=sources, path=config_path, deployment=selected)
 
 
 def _config_path(path: str | os.PathLike | None, environ: Mapping[str, str]) -> Path | None:

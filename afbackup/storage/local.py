@@ -117,17 +117,19 @@ class LocalStore:
         return StoredObject(key, st.st_size, last_modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
-        for path in sorted(self._walk()):
+        for path in sorted(self._walk(prefix)):
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix) and PARTIAL not in path.name:
                 obj = self.head(key)
                 if obj:
                     yield obj
 
-    def _walk(self) -> Iterator[Path]:
-        if not self.root.exists():
+    def _walk(self, prefix: str = "") -> Iterator[Path]:
+        """Files under the deepest directory ``prefix`` names (``v1/drills/`` walks only that folder)."""
+        start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not start.is_dir():
             return
-        for dirpath, _, names in os.walk(self.root):
+        for dirpath, _, names in os.walk(start):
             for name in names:
                 yield Path(dirpath) / name
 

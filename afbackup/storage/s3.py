@@ -39,7 +39,9 @@ def _describe_error(exc: Exception) -> tuple[str, str]:
 
 
 class S3Store:
-    def __init__(self, cfg: StorageConfig) -> None:
+    def __init__(self, cfg: StorageConfig, *, session: boto3.session.Session | None = None) -> None:
+        """``session``: share one boto3 session between many stores (fleet status), so its
+        service models load once; clients must then be created from one thread at a time."""
         bucket, _, prefix = cfg.url.removeprefix("s3://").partition("/")
         self.url, self.bucket, self.prefix = cfg.url, bucket, prefix.strip("/")
         self.cfg = cfg
@@ -50,7 +52,8 @@ class S3Store:
             response_checksum_validation=cfg.response_checksum_validation,
             connect_timeout=10, read_timeout=120, max_pool_connections=cfg.upload_concurrency + 4,
         )
-        self.client = boto3.session.Session().client("s3", endpoint_url=cfg.endpoint_url or None, config=boto_config)
+        self.client = (session or boto3.session.Session()).client("s3", endpoint_url=cfg.endpoint_url or None,
+                                                                  config=boto_config)
 
     def describe(self) -> str:
         return self.url

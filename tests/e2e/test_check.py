@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import stat
 
@@ -45,6 +46,10 @@ def test_healthy_deployment_passes_every_check(env, healthy):
     assert all(c["status"] == "ok" for c in checks.values()), checks
     assert f"Airflow {airflow.version}" in checks["executor"]["detail"]
     assert report["newest"]["age_seconds"] < 600
+    # AND the signing key's expiry is reported (pushed as afbackup_signing_key_expiry_timestamp_seconds)
+    expires = dt.datetime.fromisoformat(report["signing_key_expires_at"].replace("Z", "+00:00"))
+    assert 0 < (expires - dt.datetime.now(dt.UTC)).total_seconds() <= 86400  # the test keys live a day
+    assert "expires 20" in checks["keys"]["detail"]
     # AND the write probe is one small object, created once: a second check proves write access without writing
     assert "created the write probe" in checks["bucket"]["detail"]
     versions = env.s3.client().list_object_versions(Bucket=bucket_of(cfg), Prefix="airflow/v1/probes/")["Versions"]

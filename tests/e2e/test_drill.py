@@ -42,6 +42,13 @@ def test_drill_passes_and_writes_json_markdown_and_junit(env, backed_up, tmp_pat
     suite = ET.parse(tmp_path / "drill-junit.xml").getroot()
     assert suite.get("tests") == "6" and suite.get("failures") == "0"
     assert _drill_dbs(env) == before  # the scratch database was dropped
+    # AND the drill left its record in the store, which fleet status shows
+    status = json.loads(env.afbackup(path, "fleet", "status", "--json").stdout)
+    (deployment,) = status["deployments"]
+    drill = deployment["last_drill"]
+    assert drill["ok"] is True and drill["backup_id"] == backup_id and drill["failed_checks"] == []
+    assert drill["rto_seconds"] == report["rto_seconds"] and drill["rpo_seconds"] == report["rpo_seconds"]
+    assert drill["rto_live_seconds"] is None and drill["rto_target"] == 600
 
 
 def test_a_target_set_too_tight_fails_with_10(env, backed_up, tmp_path):
@@ -54,6 +61,10 @@ def test_a_target_set_too_tight_fails_with_10(env, backed_up, tmp_path):
     assert "RTO" in report["checks"][-1]["detail"]
     suite = ET.parse(tmp_path / "drill-junit.xml").getroot()
     assert suite.get("failures") == "1"
+    status = env.afbackup(path, "fleet", "status", "--json")
+    assert status.returncode == 10, status.stderr  # the failed drill is the deployment's problem
+    (deployment,) = json.loads(status.stdout)["deployments"]
+    assert deployment["last_drill"]["ok"] is False and deployment["last_drill"]["failed_checks"] == ["targets"]
 
 
 def test_a_broken_check_fails_with_10_and_later_checks_are_skipped(env, backed_up, tmp_path):

@@ -4,6 +4,7 @@ broken notification channel that never changes the backup's own result."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -58,6 +59,15 @@ def test_successful_backup_pushes_metrics_and_no_slack_by_default(env, hook, tmp
         assert gateway.value("afbackup_success", command="backup", instance=instance) == 1
         assert gateway.value("afbackup_bytes", command="backup", instance=instance) == summary["size"]
         assert gateway.value("afbackup_last_success_timestamp_seconds", command="backup", instance=instance) > 0
+        # the fleet metrics: labelled by deployment, the backup's size/duration/max_age kept with the success
+        success = {"command": "backup", "instance": instance, "deployment": instance, "result": "success"}
+        assert gateway.value("afbackup_backup_size_bytes", **success) == summary["size"]
+        assert 0 < gateway.value("afbackup_backup_duration_seconds", **success) < 600
+        assert gateway.value("afbackup_backup_max_age_seconds", **success) == 26 * 3600  # [check] max_age
+        assert gateway.value("afbackup_failures_total", command="backup", instance=instance) == 0
+        assert cfg["encryption"]["sign_with"]  # signed, with a test key that expires after a day
+        expiry = gateway.value("afbackup_signing_key_expiry_timestamp_seconds", command="backup", instance=instance)
+        assert 0 < expiry - time.time() <= 86400
     assert hook.received == []
 
 

@@ -298,3 +298,28 @@ def test_unreadable_passphrase_file_is_a_crypto_error(locked_ring, tmp_path):
     gpg = gpg_for(locked_ring, passphrase_file=str(tmp_path / "missing"))
     with pytest.raises(CryptoError, match="passphrase_file"):
         gpg.passphrase()
+
+
+def test_key_expires_at_reads_the_expiry_of_keys_and_subkeys(ring, tmp_path):
+    import datetime as dt
+
+    gpg = gpg_for(ring)
+    expires = gpg.key_expires_at(ring.fingerprints["signer"])  # the harness's keys expire after one day
+    assert expires is not None and abs((expires - dt.datetime.now(dt.UTC)).total_seconds() - 86400) < 3600
+    out = ring.gpg("--with-colons", "--list-keys", ring.fingerprints["backup"]).stdout.decode()
+    subkey = [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")][1]
+    assert gpg.key_expires_at(subkey) is not None
+    with pytest.raises(CryptoError, match="not in the keyring"):
+        gpg.key_expires_at("0123456789ABCDEF0123456789ABCDEF01234567")
+
+
+def test_a_key_without_expiry_expires_never():
+    keys = make_keyring(())
+    try:
+        keys.gpg("--passphrase", "", "--pinentry-mode", "loopback", "--quick-gen-key",
+                 "forever <forever@afbackup.invalid>", "ed25519", "sign", "never")
+        out = keys.gpg("--with-colons", "--list-keys", "forever@afbackup.invalid").stdout.decode()
+        fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+        assert gpg_for(keys).key_expires_at(fpr) is None
+    finally:
+        keys.cleanup()

@@ -202,7 +202,8 @@ def test_metrics_are_pushed_and_read_back(gateway, instance, logs):
     assert before <= last_run <= time.time()
     # … the info series with the backup id and the (valid) labels; grouping labels are not overridden
     (info,) = gateway.samples("afbackup_last_run_info", **group)
-    assert info.labels == {**group, "backup_id": "b-drill", "reason": "quarterly", "team_name": "data"}
+    assert info.labels == {**group, "backup_id": "b-drill", "reason": "quarterly", "team_name": "data",
+                           "deployment": instance}
     # … and the success group
     assert gateway.value("afbackup_last_success_timestamp_seconds", **group, result="success") == last_run
     assert not warnings_in(logs)
@@ -285,3 +286,49 @@ def test_basic_auth_from_the_url_works_and_is_never_logged(auth_gateway, instanc
         assert secret not in logs.text
     # GIVEN no credentials at all: refused
     assert notify(NotifyConfig(pushgateway_url=auth_gateway.url), ok, instance=instance) != []
+
+
+def test_every_series_is_labelled_by_deployment_and_a_backup_success_keeps_duration_size_and_max_age(
+        gateway, instance):
+    cfg = NotifyConfig(pushgateway_url=gateway.url)
+    ok = Outcome(command="backup", ok=True, exit_code=0, seconds=42.5, backup_id="b1", bytes=4096,
+                 extra={"max_age_seconds": 93600.0})
+    assert notify(cfg, ok, instance=instance) == []
+    success = {"instance": instance, "command": "backup", "result": "success", "deployment": instance}
+    assert gateway.value("afbackup_backup_duration_seconds", **success) == 42.5
+    assert gateway.value("afbackup_backup_size_bytes", **success) == 4096
+    assert gateway.value("afbackup_backup_max_age_seconds", **success) == 93600
+    ours = [s for s in gateway.samples(instance=instance) if s.name.startswith("afbackup_")]
+    assert ours and all(s.labels.get("deployment") == instance for s in ours)
+    # a failed backup afterwards leaves the last good backup's figures in place
+    assert notify(cfg, FAILED_BACKUP, instance=instance) == []
+    assert gateway.value("afbackup_backup_size_bytes", **success) == 4096
+    assert gateway.value("afbackup_backup_max_age_seconds", instance=instance, command="backup") == 93600
+
+
+def test_failures_total_counts_failed_runs_across_pushes(gateway, instance):
+    cfg = NotifyConfig(pushgateway_url=gateway.url)
+    failures = {"instance": instance, "command": "backup", "result": "failure"}
+    ok = Outcome(command="backup", ok=True, exit_code=0, seconds=1)
+    assert notify(cfg, ok, instance=instance) == []
+    assert gateway.value("afbackup_failures_total", **failures) == 0  # exists before the first failure
+    notify(cfg, FAILED_BACKUP, instance=instance)
+    notify(cfg, ok, instance=instance)
+    notify(cfg, FAILED_BACKUP, instance=instance)
+    assert gateway.value("afbackup_failures_total", **failures) == 2
+    # another command, another counter
+    notify(cfg, Outcome(command="prune", ok=False, exit_code=9, seconds=1), instance=instance)
+    assert gateway.value("afbackup_failures_total", instance=instance, command="prune") == 1
+    assert gateway.value("afbackup_failures_total", **failures) == 2
+
+
+def test_check_pushes_the_signing_key_expiry_under_its_own_name_and_sends_no_slack(
+        gateway, instance, hook, webhook_file):
+    cfg = NotifyConfig(pushgateway_url=gateway.url, slack_webhook_url_file=webhook_file)
+    check = Outcome(command="check", ok=False, exit_code=8, seconds=1,
+                    extra={"signing_key_expiry_timestamp_seconds": 1_900_000_000.0})
+    assert notify(cfg, check, instance=instance) == []
+    assert gateway.value("afbackup_signing_key_expiry_timestamp_seconds", instance=instance,
+                         command="check", deployment=instance) == 1_900_000_000
+    assert gateway.samples("afbackup_check_signing_key_expiry_timestamp_seconds") == []
+    assert hook.received == []
