@@ -39,18 +39,35 @@ def venv_dir(version: str) -> Path:
     return VENVS / f"airflow-{version}"
 
 
+# What each Airflow venv is installed from. Airflow's own installs use its constraints files; these are the
+# pins those would set that matter here: Airflow 2.11 assigns an attribute on MultiFernet, which
+# cryptography 51 (MultiFernet in Rust) refuses, so every Fernet use of a fresh 2.11.2 install fails.
+AIRFLOW_REQUIREMENTS = {
+    "2": ["cryptography>=42,<44"],
+    "3": [],
+}
+
+
+def airflow_requirements(version: str) -> list[str]:
+    return [f"apache-airflow[postgres]=={version}", *AIRFLOW_REQUIREMENTS[version.split(".")[0]]]
+
+
 def ensure_airflow(version: str) -> Path:
-    """The venv of Airflow ``version``, installed from PyPI if missing."""
+    """The venv of Airflow ``version``, installed from PyPI when missing or installed from other requirements.
+
+    The stamp file holds the requirements the venv was built from, so changing them rebuilds it.
+    """
     tier.require(f"the Airflow {version} virtualenv")
     venv = venv_dir(version)
     stamp = venv / ".afbackup-ready"
-    if stamp.exists():
+    wanted = "\n".join(airflow_requirements(version)) + "\n"
+    if stamp.exists() and stamp.read_text() == wanted:
         return venv
     VENVS.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                    f"apache-airflow[postgres]=={version}"], check=True)
-    stamp.write_text(version + "\n")
+                    *airflow_requirements(version)], check=True)
+    stamp.write_text(wanted)
     return venv
 
 

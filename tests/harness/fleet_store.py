@@ -9,7 +9,6 @@ is ``size`` zero bytes, which ``fleet status`` never opens.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -17,22 +16,16 @@ from pathlib import Path
 from afbackup import manifest as mf
 from afbackup.drill_record import DRILLS
 from afbackup.lock import WRITER_LOCK
-
-SHA = hashlib.sha256(b"archive").hexdigest()
+from tests.harness.manifests import SHA
+from tests.harness.manifests import manifest_doc as base_manifest_doc
 
 
 def manifest_doc(backup_id: str, name: str, started: dt.datetime, finished: dt.datetime, size: int) -> dict:
-    return {
-        "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "tool": {"name": "afbackup", "version": "0.1.0"},
-        "backup_id": backup_id, "name": name, "labels": {}, "status": "complete",
-        "started_at": mf.iso(started), "finished_at": mf.iso(finished), "host": "bench",
-        "airflow": {"major": 3, "schema_revision": "29ce7909c52b", "cli_version": "3.0.2", "executor": "none"},
-        "postgres": {"server_version": "16.4", "server_major": 16, "database": "airflow", "schema": "public"},
-        "scope": {"data_tables": ["dag"], "schema_only_tables": [], "row_counts": {"dag": 3}},
-        "exports": None, "archive_members": [{"name": "manifest.json", "size": 99, "sha256": SHA}],
-        "encryption": {"recipients": [], "signer": None},
-        "objects": [{"key": mf.ARCHIVE_NAME, "size": size, "sha256": SHA, "etag": "", "version_id": ""}],
-    }
+    """A valid stored manifest (the shared test factory) for one synthetic backup of deployment ``name``."""
+    return base_manifest_doc(
+        backup_id=backup_id, name=name, labels={}, host="bench", started_at=mf.iso(started),
+        finished_at=mf.iso(finished), exports=None,
+        objects=[{"key": mf.ARCHIVE_NAME, "size": size, "sha256": SHA, "etag": "", "version_id": ""}])
 
 
 def backup_id_at(started: dt.datetime) -> str:
