@@ -37,6 +37,7 @@ from afbackup.sources.airflow import AirflowAgent, AirflowExports, check_export_
 from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv, pg_dump_hint
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore, Retention
+from afbackup.trust import require_signing
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
     exports = pool.submit(export_all, agent, cfg.airflow.tmp_dir) if agent and start_exports else None
     try:
         store = open_store(cfg.storage)
+        require_signing(cfg.encryption)
         gpg = Gpg(cfg.encryption)
         gpg.check_recipients(cfg.encryption.recipients)
         if cfg.encryption.sign_with:
@@ -210,7 +212,7 @@ def _manifest_doc(run: _Run, row_counts: dict[str, int], exported: AirflowExport
     return {
         "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION,
         "tool": {"name": "afbackup", "version": afbackup.__version__},
-        "backup_id": run.backup_id, "name": cfg.backup.name, "labels": dict(run.labels),
+        "backup_id": run.backup_id, "name": cfg.backup.name, "deployment": cfg.backup.name, "labels": dict(run.labels),
         "status": "archived", "started_at": mf.iso(run.started), "host": socket.gethostname(),
         "airflow": {**plan.schema.as_dict(), "cli_version": info.get("airflow_version"),
                     "executor": cfg.airflow.executor, "fernet_fingerprints": info.get("fernet_fingerprints", [])},

@@ -15,6 +15,7 @@ the drill exit 10. The scratch database is dropped unless ``--keep``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import secrets
@@ -25,6 +26,7 @@ from typing import Any, Callable
 from psycopg.conninfo import make_conninfo
 
 from afbackup import manifest as mf
+from afbackup.catalog import BackupRecord
 from afbackup.config import Settings
 from afbackup.crypto import Gpg
 from afbackup.dbcheck import check_restored
@@ -36,6 +38,7 @@ from afbackup.sinks import SpoolSink, TocSink, private_dir
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import connect, password_from_file, tool_version
 from afbackup.storage import open_store
+from afbackup.trust import Trust
 from afbackup.unpack import read_archive, trusted_manifest
 from afbackup.verify import VerifyReport, check_exports, check_toc
 
@@ -78,6 +81,7 @@ class DrillOptions:
     rto_target: float | None = None
     rpo_target: float | None = None
     fernet_key_file: str = ""
+    source_deployment: str = ""
 
 
 class _Steps:
@@ -110,7 +114,10 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
     steps, state = _Steps(report), {}
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
-    steps.run("select backup", lambda: _select(store, gpg, cfg, options.backup, started, report, state))
+    # An untrusted backup (signature, deployment) is refused outright (exit 7/8), not rehearsed.
+    record = trusted_manifest(store, options.backup,
+                              Trust.from_config(cfg, source_deployment=options.source_deployment))
+    steps.run("select backup", lambda: _select(record, started, report, state))
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
         steps.run("verify", lambda: _verify(store, gpg, cfg, spool, progress, state))
         name = f"afbackup_drill_{secrets.token_hex(4)}"
@@ -131,8 +138,7 @@ def _target(flag: float | None, configured: float) -> float:
     return configured if flag is None else flag
 
 
-def _select(store, gpg: Gpg, cfg, ref: str, started, report: DrillReport, state: dict) -> str:
-    record = trusted_manifest(store, ref, gpg, cfg.encryption)
+def _select(record: BackupRecord, started: dt.datetime, report: DrillReport, state: dict) -> str:
     state["manifest"] = record.manifest
     report.backup_id = record.backup_id
     report.rpo_seconds = round((started - record.manifest.finished_at).total_seconds(), 3)

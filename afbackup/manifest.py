@@ -32,6 +32,7 @@ ATTEMPT_NAME = "attempt.json"
 FAILED_NAME = "failed.json"
 DELETING_NAME = "deleting.json"  # prune's tombstone: written first, deleted last
 ARCHIVE_MANIFEST_MEMBER = "manifest.json"
+DEFAULT_DEPLOYMENT = "airflow"  # the default of [backup] name
 
 
 def new_backup_id(now: dt.datetime) -> str:
@@ -90,7 +91,14 @@ class Manifest(Model):
     postgres: dict[str, Any]
     encryption: dict[str, Any]
     exports: dict[str, Any] | None = None
+    name: str | None = None
+    deployment: str | None = None
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def deployment_name(self) -> str:
+        """The deployment the backup belongs to: ``deployment``; older manifests: ``name``, else "airflow"."""
+        return self.deployment or self.name or DEFAULT_DEPLOYMENT
 
     @property
     def raw(self) -> dict[str, Any]:

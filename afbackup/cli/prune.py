@@ -16,15 +16,16 @@ import click
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config.units import format_duration
 from afbackup.errors import ExitCode, LockedError, StorageError, UsageError
-from afbackup.lock import WRITER_LOCK, StoreLock, describe_holder, is_stale, read_lock
+from afbackup.lock import WRITER_LOCK, StoreLock, describe_holder, is_stale, read_lock, read_lock_version
 from afbackup.log import event
 from afbackup.manifest import iso, utcnow
 from afbackup.pins import pin_backup, unpin_backup
 from afbackup.prune import (
-    DELETE, PrunePlan, PruneResult, execute_prune, plan_prune, require_policy, signature_checker,
+    DELETE, PrunePlan, PruneResult, execute_prune, plan_prune, require_policy,
 )
 from afbackup.storage import open_store
-from afbackup.storage.base import ObjectStore
+from afbackup.storage.base import Conflict, ObjectStore
+from afbackup.trust import Trust
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,13 @@ def prune(app: AppContext, dry_run: bool, confirm: bool, as_json: bool) -> int:
     cfg = app.settings().config
     require_policy(cfg.retention)  # refuse before taking the lock or reading anything
     store = open_store(cfg.storage)
-    distrust = signature_checker(store, cfg.encryption)
+    trust = Trust.from_config(cfg)
     if not confirm:
-        plan = plan_prune(store, cfg.retention, utcnow(), distrust=distrust)
+        plan = plan_prune(store, cfg.retention, utcnow(), trust=trust)
         _report(plan, None, as_json)
         return 0
     with StoreLock(store, "prune", ttl=cfg.backup.lock_ttl) as lock:
-        plan = plan_prune(store, cfg.retention, utcnow(), lock, distrust)
+        plan = plan_prune(store, cfg.retention, utcnow(), lock, trust=trust)
         result = execute_prune(store, plan, lock=lock)
     app.record(extra={"deleted": len(result.deleted), "kept": len(plan.backups) - len(result.deleted),
                       "cleaned": len(result.cleaned), "locked": len(result.locked), "failures": len(result.failures)})
@@ -86,8 +87,12 @@ def plan_lines(plan: PrunePlan) -> list[str]:
         lines.append("unfinished uploads:")
         lines += [f"{u.upload.key}  {'abort' if u.abort else 'keep'}  {u.reason}" for u in plan.uploads]
     if plan.damaged:
-        lines.append("damaged backups (reported, never deleted automatically):")
+        lines.append("untrusted or damaged backups (reported, never deleted automatically):")
         lines += [f"{i.backup_id:<24} {'; '.join(i.reasons)}" for i in plan.damaged]
+    if plan.unexpected_tombstones:
+        lines.append("unexpected prune tombstones (deleting.json) next to kept backups, ignored (not written by "
+                     "this prune's plan):")
+        lines += [f"{backup_id:<24} kept, listed and restorable" for backup_id in plan.unexpected_tombstones]
     return lines
 
 
@@ -124,7 +129,8 @@ def result_line(plan: PrunePlan, result: PruneResult) -> str:
 @pass_app
 def pin(app: AppContext, backup_ref: str, reason: str) -> int:
     """Keep a complete backup (an id or `latest`) forever: prune never deletes a pinned backup."""
-    outcome = pin_backup(open_store(app.settings().config.storage), backup_ref, reason=reason)
+    cfg = app.settings().config
+    outcome = pin_backup(open_store(cfg.storage), backup_ref, reason=reason, trust=Trust.from_config(cfg))
     if outcome.changed:
         emit(f"pinned {outcome.backup_id}")
     else:
@@ -177,10 +183,10 @@ def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) 
 
     Without ``yes`` nothing is removed (the caller shows the holder and exits 2).
     A live holder whose lock is forced away notices at its next refresh and
-    aborts without committing. The lock is read again just before deleting;
-    if it changed (refreshed or taken by another run) nothing is removed.
+    aborts without committing. The delete is conditional on the ETag of the
+    version shown: if it changed (refreshed or taken by another run) nothing is removed.
     """
-    holder = read_lock(store)
+    holder, etag = read_lock_version(store)
     if holder is None:
         return BrokenLock(None, False, False)
     stale = is_stale(holder, now)
@@ -189,12 +195,19 @@ def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) 
     if not stale and not force:
         raise LockedError(f"the lock is live: {describe_holder(holder)}",
                           hint="wait for the run to finish; if you know its holder is dead, add --force")
-    if read_lock(store) != holder:
-        raise LockedError("the lock changed while breaking it (refreshed or taken by another run)",
+    changed = LockedError("the lock changed while breaking it (refreshed or taken by another run)",
                           hint="run `afbackup break-lock` again to see the current holder")
-    failures = store.delete([WRITER_LOCK])
-    if failures:
-        raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
+    if not etag:
+        if read_lock(store) != holder:
+            raise changed
+        failures = store.delete([WRITER_LOCK])
+        if failures:
+            raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
+    else:
+        try:
+            store.delete_if_match(WRITER_LOCK, etag)
+        except Conflict:
+            raise changed from None
     logger.warning("removed %s lock held by %s", "stale" if stale else "LIVE", describe_holder(holder),
                    extra=event(action="break-lock", state="removed", stale=stale))
     return BrokenLock(holder, stale, True)

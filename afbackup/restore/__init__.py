@@ -30,6 +30,7 @@ from afbackup.restore import airflow_steps, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.storage import open_store
+from afbackup.trust import Trust
 from afbackup.unpack import read_archive, trusted_manifest
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     started = time.monotonic()
     cfg = settings.config
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    record = trusted_manifest(store, options.backup, gpg, cfg.encryption)
+    record = trusted_manifest(store, options.backup,
+                              Trust.from_config(cfg, source_deployment=options.source_deployment))
     ctx = prepare_restore(cfg, record.manifest, options)
     report = RestoreReport(record.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
     if options.dry_run:
