@@ -82,6 +82,11 @@ def _json(done) -> object:
     return json.loads(done.stdout)
 
 
+def _captured(digests: dict) -> dict:
+    """Every table but the ones whose rows are excluded by default (log, xcom: schema only)."""
+    return {table: digest for table, digest in digests.items() if table not in ("log", "xcom")}
+
+
 def _exists(env, db: str) -> bool:
     return bool(env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (db,)))
 
@@ -112,7 +117,7 @@ def test_a_forged_newer_backup_is_never_latest_never_counted_never_deleted(env, 
     assert [r["backup_id"] for r in listed] == [real_id]
     assert every[unsigned]["state"] == every[self_signed]["state"] == "untrusted"
     assert "is not signed" in every[unsigned]["detail"]
-    assert "not in encryption.trusted_signers" in every[self_signed]["detail"]
+    assert "signed by an unknown key" in every[self_signed]["detail"]  # mallory's key is not ours
     assert check["newest"]["backup_id"] == real_id and "2 untrusted" in json.dumps(check["checks"])
     # AND prune (keep_last 1) keeps the real backup and deletes nothing of the forged ones
     assert prune.returncode == 0, prune.stderr
@@ -123,7 +128,7 @@ def test_a_forged_newer_backup_is_never_latest_never_counted_never_deleted(env, 
     # AND restore latest restores the real newest backup, with data equal to the source
     assert restore.returncode == 0, restore.stderr
     assert f"restored backup {real_id}" in restore.stdout
-    assert table_digests(env, target) == table_digests(env, db)
+    assert _captured(table_digests(env, target)) == _captured(table_digests(env, db))
 
 
 def test_a_planted_tombstone_deletes_nothing_and_hides_nothing(env, real):
@@ -268,13 +273,14 @@ class _SeesTheStaleLock:
 
     def __init__(self, inner, barrier: threading.Barrier) -> None:
         self.inner, self.barrier, self.waited = inner, barrier, threading.local()
+        self.armed = True
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def get_object(self, key, **kwargs):
         result = self.inner.get_object(key, **kwargs)
-        if key == WRITER_LOCK and not getattr(self.waited, "done", False):
+        if self.armed and key == WRITER_LOCK and not getattr(self.waited, "done", False):
             self.waited.done = True
             self.barrier.wait(timeout=30)
         return result
@@ -293,7 +299,8 @@ def test_two_runs_taking_over_one_stale_lock_exactly_one_proceeds(env, tmp_path,
     store.put_bytes(WRITER_LOCK, json.dumps(dead).encode())
     # WHEN two runs both read it, judge it stale, and take it over at the same time
     barrier = threading.Barrier(2)
-    locks = [StoreLock(_SeesTheStaleLock(store, barrier), "prune", ttl=600) for _ in range(2)]
+    racing = _SeesTheStaleLock(store, barrier)
+    locks = [StoreLock(racing, "prune", ttl=600) for _ in range(2)]
     outcomes: dict[int, str] = {}
 
     def take(i: int) -> None:
@@ -308,11 +315,12 @@ def test_two_runs_taking_over_one_stale_lock_exactly_one_proceeds(env, tmp_path,
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    racing.armed = False
     # THEN exactly one proceeds, holding the lock; the other exits 9 saying another run took it over first
     winners = [i for i, outcome in outcomes.items() if outcome == "proceeds"]
     assert len(winners) == 1, outcomes
     loser = 1 - winners[0]
-    assert "took over the stale lock first" in outcomes[loser] or "lost the lock race" in outcomes[loser]
+    assert "another run took over the stale lock first" in outcomes[loser]
     assert read_lock(store)["token"] == locks[winners[0]].token
     # AND the loser's release leaves the winner's lock alone; the winner's release removes it
     locks[loser].release()
