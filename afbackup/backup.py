@@ -27,6 +27,7 @@ from afbackup.config.model import Config, StorageConfig
 from afbackup.crypto import Gpg
 from afbackup.errors import AfbackupError, SourceError
 from afbackup.executors import open_executor
+from afbackup.fernet_escrow import audience, seal
 from afbackup.lock import StoreLock
 from afbackup.log import event, redact
 from afbackup.pipeline import BackupStream, UploadOutcome
@@ -92,6 +93,8 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
         require_signing(cfg.encryption)
         gpg = Gpg(cfg.encryption)
         gpg.check_recipients(cfg.encryption.recipients)
+        if audience(cfg.encryption):
+            gpg.check_recipients(audience(cfg.encryption))
         if cfg.encryption.sign_with:
             gpg.check_signer(cfg.encryption.sign_with)
         plan = plan_source(cfg)
@@ -178,7 +181,8 @@ def _archive_chunks(run: _Run, dump: ChildProcess, counts, exports, lock: StoreL
     exported: AirflowExports | None = exports.result() if exports else None
     if exported:
         check_export_counts(exported, row_counts)
-        for name, data in {**exported.files, **exported.secret_members}.items():
+        secret = seal(exported.secret_members, run.cfg.encryption, run.gpg)
+        for name, data in {**exported.files, **secret}.items():
             yield from writer.add_bytes(f"airflow/{name}", data)
     lock.check()
     inner.update(_manifest_doc(run, row_counts, exported, [m.as_dict() for m in writer.members]))
@@ -227,7 +231,8 @@ def _manifest_doc(run: _Run, row_counts: dict[str, int], exported: AirflowExport
         "archive_members": members,
         "archive": {"format": "tar", "compression": CODEC, "compression_level": cfg.backup.compression_level,
                     "encryption": "openpgp", "dump_part_size": DUMP_PART_SIZE},
-        "encryption": {"recipients": list(cfg.encryption.recipients), "signer": cfg.encryption.sign_with or None},
+        "encryption": {"recipients": list(cfg.encryption.recipients), "signer": cfg.encryption.sign_with or None,
+                       "fernet_recipients": list(audience(cfg.encryption)) or None},
         "exit_codes": {"pg_dump": 0, "gpg": 0, "airflow_agent": 0 if exported else None},
         "object_lock": {"mode": run.retention.mode, "retain_until": mf.iso(run.retention.until)}
         if run.retention else None,

@@ -114,6 +114,23 @@ class Gpg:
                               hint="check the key and encryption.passphrase_file")
         return result.data
 
+    def encrypt_bytes(self, data: bytes, recipients: Sequence[str]) -> bytes:
+        """A small payload (a key), encrypted in memory to ``recipients`` (binary OpenPGP)."""
+        result = self.new_context().encrypt(data, list(recipients), armor=False, always_trust=True,
+                                            extra_args=["--compress-algo", "none"])
+        if not result.ok or result.returncode != 0 or not result.data:
+            raise CryptoError(f"gpg encryption failed ({result.status}): {_stderr_tail(result)}",
+                              hint="check the recipient keys", stage="gpg")
+        return result.data
+
+    def decrypt_bytes(self, data: bytes, what: str) -> bytes:
+        """Decrypt a small payload in memory."""
+        result = self.new_context().decrypt(data, passphrase=self.passphrase(), always_trust=True)
+        if not result.ok or result.returncode != 0 or result.status != "decryption ok":
+            raise CryptoError(f"cannot decrypt {what} ({result.status or 'no status'})",
+                              hint="the private key of a recipient must be in encryption.gnupghome", stage="gpg")
+        return result.data
+
     def verify_detached(self, data: bytes, signature: bytes, trusted: Sequence[str], what: str) -> str:
         """Check a detached signature; return the signer's (primary key) fingerprint if it is trusted.
 

@@ -32,6 +32,7 @@ from afbackup.crypto import Gpg
 from afbackup.dbcheck import check_restored
 from afbackup.errors import AfbackupError, ConfigError, DrillFailed, IntegrityError, SourceError
 from afbackup.executors import open_executor
+from afbackup.fernet_escrow import MEMBER, FernetKeyUnreadable, unseal
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
@@ -151,6 +152,10 @@ def _verify(store, gpg: Gpg, cfg, spool: Path, progress: Progress, state: dict) 
     toc, dump = TocSink(state["pg_restore"]), SpoolSink(spool / "airflow.pgdump")
     progress.stage("drill: download → gpg → zstd → verify")
     state["contents"] = read_archive(store, manifest, gpg, [toc, dump], progress.advance)
+    try:
+        unseal(state["contents"].members, gpg)
+    except FernetKeyUnreadable as exc:
+        state["fernet_unreadable"] = exc.message
     progress.close()
     state["dump"] = dump.path
     scratch = VerifyReport()
@@ -189,12 +194,12 @@ def _airflow_checks(cfg, state: dict, password: str | None, options: DrillOption
     where = airflow_steps.airflow_target(state["dsn"], password, "target")
     contents = state["contents"]
     if "airflow/connections.json" not in contents.members:  # a backup made without an executor
-        done = agent.call([{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]}], env=where.env,
-                          database=where.database, stage="airflow checks")[0]
-        if done["exit_code"] != 0:
-            raise SourceError(f"airflow db check-migrations exited with {done['exit_code']} on the restored DB")
-        return "airflow db check-migrations passed; the backup carries no exports to decrypt"
+        return _migrations_only(agent, where, "the backup carries no exports to decrypt")
     keys, source = _fernet_keys(options, contents)
+    if keys is None:
+        return _migrations_only(agent, where, "the Fernet check was SKIPPED: the source Fernet key is sealed to "
+                                f"encryption.fernet_recipients and this keyring cannot read it "
+                                f"({state.get('fernet_unreadable', 'no key')}); pass --fernet-key-file to check it")
     expected = airflow_steps.expected_secrets(contents)
     migrations, secrets_check = agent.call(
         [{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]},
@@ -210,11 +215,22 @@ def _airflow_checks(cfg, state: dict, password: str | None, options: DrillOption
     return f"airflow db check-migrations passed; {count} connections decrypt with the {source}, values equal"
 
 
-def _fernet_keys(options: DrillOptions, contents) -> tuple[list[str], str]:
+def _migrations_only(agent: AirflowAgent, where, why: str) -> str:
+    done = agent.call([{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]}], env=where.env,
+                      database=where.database, stage="airflow checks")[0]
+    if done["exit_code"] != 0:
+        raise SourceError(f"airflow db check-migrations exited with {done['exit_code']} on the restored DB")
+    return f"airflow db check-migrations passed; {why}"
+
+
+def _fernet_keys(options: DrillOptions, contents) -> tuple[list[str] | None, str]:
+    """The source Fernet key(s) to check with: the escrowed one, else the archive's; None when unreadable."""
     if options.fernet_key_file:
         key = password_from_file(options.fernet_key_file, "--fernet-key-file")
-        return [key], "escrowed source Fernet key"
-    return contents.json("airflow/fernet.json").get("keys", []), "source Fernet key carried in the archive"
+        return [key or ""], "escrowed source Fernet key"
+    if MEMBER not in contents.members:
+        return None, ""
+    return contents.json(MEMBER).get("keys", []), "source Fernet key carried in the archive"
 
 
 def _targets(report: DrillReport) -> str:

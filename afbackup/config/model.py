@@ -136,6 +136,7 @@ class EncryptionConfig(Section):
     sign_with: Fingerprint | Literal[""] = ""
     trusted_signers: tuple[Fingerprint, ...] = ()
     require_signature: bool | None = None
+    fernet_recipients: tuple[Fingerprint, ...] = ()
     passphrase_file: str = ""
     passphrase_command: tuple[str, ...] = ()
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from afbackup.config import Settings
 from afbackup.crypto import Gpg
+from afbackup.fernet_escrow import unseal
 from afbackup.errors import ConfigError, IntegrityError, RestoreError, UsageError
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, secrets_check, target
@@ -73,6 +74,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
         progress.stage("restore: download → gpg → zstd → spool")
         contents = read_archive(store, record.manifest, gpg, sinks, progress.advance)
         progress.close()
+        if unseal(contents.members, gpg):  # the Fernet key sealed to encryption.fernet_recipients, in memory
+            report.steps.append("decrypted the source Fernet key (sealed to encryption.fernet_recipients)")
         ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
         report.steps.append(f"verified {record.manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")

@@ -15,14 +15,15 @@ import threading
 import pytest
 
 from afbackup import manifest as mf
-from afbackup.config.model import StorageConfig
+from afbackup.config.model import EncryptionConfig, StorageConfig
+from afbackup.crypto import Gpg
 from afbackup.errors import LockedError
 from afbackup.lock import WRITER_LOCK, StoreLock, read_lock
 from afbackup.storage.local import LocalStore
 from afbackup.storage.s3 import S3Store
 from tests.harness.faultproxy import FaultProxy, get_key
 from tests.harness.gpgkeys import KeyRing, make_keyring, new_home
-from tests.helpers import bucket_of, s3_keys, stored_manifest, table_digests
+from tests.helpers import bucket_of, open_with_standard_tools, s3_keys, stored_manifest, table_digests
 
 pytestmark = pytest.mark.airflow
 
@@ -327,3 +328,39 @@ def test_two_runs_taking_over_one_stale_lock_exactly_one_proceeds(env, tmp_path,
     assert read_lock(store)["token"] == locks[winners[0]].token
     locks[winners[0]].release()
     assert read_lock(store) is None
+
+
+@pytest.mark.slow
+def test_a_drill_keyring_cannot_read_the_production_fernet_key(env, tmp_path):
+    # GIVEN backups whose source Fernet key is sealed to its own recipient (encryption.fernet_recipients), and a
+    # CI drill keyring that can decrypt the archive but holds no key of that audience
+    airflow, db = env.airflow("3")
+    fernet_audience = env.keys.fingerprints["stranger"]
+    cfg = env.config(db, airflow=airflow, encryption={"fernet_recipients": [fernet_audience]})
+    done = env.afbackup(env.write_config(cfg), "backup", airflow=airflow)
+    assert done.returncode == 0, done.stderr
+    backup_id = done.stdout.strip()
+    drill_ring = KeyRing(new_home(), {})
+    drill_ring.gpg("--import", input=env.keys.export_secret("backup"))
+    drill_ring.gpg("--import", input=env.keys.export_public("signer"))
+    try:
+        drill_cfg = env.write_config(env.config(db, airflow=airflow, bucket=bucket_of(cfg),
+                                                encryption={"gnupghome": str(drill_ring.home)}))
+        # WHEN CI drills it without the escrowed key
+        drill = env.afbackup(drill_cfg, "drill", "--scratch-dsn", env.pg.dsn(), "--json", airflow=airflow)
+    finally:
+        drill_ring.cleanup()
+    # THEN the archive holds the Fernet key only sealed, the drill passes every other check and says the Fernet
+    # check was skipped
+    archive = tmp_path / "archive.gpg"
+    env.s3.client().download_file(bucket_of(cfg), _key(backup_id, mf.ARCHIVE_NAME), str(archive))
+    opened = open_with_standard_tools(env, archive, tmp_path / "opened")
+    assert (opened / "airflow" / "fernet.json.gpg").exists() and not (opened / "airflow" / "fernet.json").exists()
+    assert stored_manifest(env, bucket_of(cfg), backup_id)["encryption"]["fernet_recipients"] == [fernet_audience]
+    assert drill.returncode == 0, drill.stderr
+    detail = {c["name"]: c for c in _json(drill)["checks"]}["airflow reads the database"]["detail"]
+    assert "Fernet check was SKIPPED" in detail and "--fernet-key-file" in detail
+    # AND a keyring of that audience reads the source key (what restore does, in memory)
+    sealed = (opened / "airflow" / "fernet.json.gpg").read_bytes()
+    plain = Gpg(EncryptionConfig(gnupghome=str(env.keys.home))).decrypt_bytes(sealed, "the sealed Fernet key")
+    assert airflow.fernet_key in json.loads(plain)["keys"]
