@@ -224,6 +224,29 @@ def test_a_replayed_backup_of_another_deployment_is_refused(env, real):
     assert migrate.returncode == 0, migrate.stderr
 
 
+def test_unsigned_backups_are_refused_by_default_and_stay_restorable_with_the_explicit_opt_out(env, real):
+    # GIVEN a backup configuration without a signing key, and an old backup made before signing (no signature)
+    db, _, real_id = real
+    bucket = _bucket_with(env, real)
+    env.s3.client().delete_object(Bucket=bucket, Key=_key(real_id, mf.SIGNATURE_NAME))
+    unsigned = env.config(db, bucket=bucket, sign=False)
+    strict = dict(unsigned, encryption={k: v for k, v in unsigned["encryption"].items() if k != "require_signature"})
+    # WHEN a backup runs without the opt-out, and the old backup is verified with and without it
+    refused = env.afbackup(env.write_config(strict), "backup")
+    no_signer = env.afbackup(env.write_config(strict), "verify", real_id)
+    untrusted = env.afbackup(env.write_config(env.config(db, bucket=bucket)), "verify", real_id)
+    opted_out = env.afbackup(env.write_config(unsigned), "verify", real_id)
+    # THEN the unsigned backup configuration is refused (exit 3) and nothing is written
+    assert refused.returncode == 3 and "sign_with is not set" in refused.stderr, refused.stderr
+    assert not [k for k in s3_keys(env, bucket) if mf.key_of(real_id, "") not in k]
+    # AND a reader that names no trusted signer is refused too (exit 3); with one, the unsigned backup is
+    # untrusted (exit 7) unless require_signature = false, which warns on every run
+    assert no_signer.returncode == 3 and "no trusted signing key" in no_signer.stderr
+    assert untrusted.returncode == 7 and "not signed" in untrusted.stderr
+    assert opted_out.returncode == 0, opted_out.stderr
+    assert "require_signature = false: unsigned manifests are trusted" in opted_out.stderr
+
+
 def _gen_key(ring: KeyRing, uid: str, expire: str, at: dt.datetime | None = None) -> str:
     faked = ["--faked-system-time", f"{int(at.timestamp())}!"] if at else []
     ring.gpg(*faked, "--passphrase", "", "--pinentry-mode", "loopback", "--quick-gen-key", uid, "ed25519", "sign",
