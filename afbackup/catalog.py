@@ -132,7 +132,8 @@ def _record(store: ObjectStore, backup_id: str, names: list[str], pinned: bool,
         except (CryptoError, ForeignBackupError) as exc:
             return BackupRecord(backup_id, "untrusted", None, keys, f"untrusted: {exc.one_line()}", started, pinned,
                                 tombstone, exc)
-        except AfbackupError as exc:
+        except IntegrityError as exc:  # a storage error (not a missing object) fails the command: a backup
+            # that could not be read is not "damaged", and `latest` must not silently pick an older one
             return BackupRecord(backup_id, "damaged", None, keys, exc.one_line(), started, pinned, tombstone, exc)
         return _complete(backup_id, trusted, keys, pinned, tombstone)
     if mf.FAILED_NAME in names:
