@@ -52,7 +52,7 @@ from afbackup.trust import Trust
 logger = logging.getLogger(__name__)
 
 KEEP, DELETE, REPORT = "keep", "delete", "report"
-DAMAGED_HINT = "never deleted automatically: inspect it (`afbackup show`), then remove its objects by hand"
+DAMAGED_HINT = "never deleted automatically: `afbackup list --all` says why; inspect its objects, then remove them by hand"
 
 
 @dataclasses.dataclass(frozen=True)
