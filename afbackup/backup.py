@@ -29,6 +29,7 @@ from afbackup.config.model import Config, StorageConfig
 from afbackup.crypto import Gpg
 from afbackup.errors import AfbackupError, SourceError
 from afbackup.executors import open_executor
+from afbackup.fernet_escrow import audience, seal
 from afbackup.lock import StoreLock
 from afbackup.log import event, redact
 from afbackup.pipeline import BackupStream, UploadOutcome
@@ -39,6 +40,7 @@ from afbackup.sources.airflow import AirflowAgent, AirflowExports, check_export_
 from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv, pg_dump_hint
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore, Retention
+from afbackup.trust import require_signing
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +97,11 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
     exports = pool.submit(export_all, agent, cfg.airflow.tmp_dir) if agent and start_exports else None
     try:
         store = open_store(cfg.storage)
+        require_signing(cfg.encryption)
         gpg = Gpg(cfg.encryption)
         gpg.check_recipients(cfg.encryption.recipients)
+        if audience(cfg.encryption):
+            gpg.check_recipients(audience(cfg.encryption))
         if cfg.encryption.sign_with:
             gpg.check_signer(cfg.encryption.sign_with)
         plan = plan_source(cfg)
@@ -184,7 +189,8 @@ def _archive_chunks(run: BackupRun, dump: ChildProcess, counts: concurrent.futur
     exported: AirflowExports | None = exports.result() if exports else None
     if exported:
         check_export_counts(exported, row_counts)
-        for name, data in {**exported.files, **exported.secret_members}.items():
+        secret = seal(exported.secret_members, run.cfg.encryption, run.gpg)
+        for name, data in {**exported.files, **secret}.items():
             yield from writer.add_bytes(f"airflow/{name}", data)
     lock.check()
     body = _manifest_body(run, row_counts, exported, writer.members)
@@ -220,7 +226,7 @@ def _manifest_body(run: BackupRun, row_counts: dict[str, int], exported: Airflow
     scope = plan.scope
     return mf.ManifestBody(
         tool=mf.ToolInfo(name="afbackup", version=afbackup.__version__),
-        backup_id=run.backup_id, name=cfg.backup.name, labels=dict(run.labels),
+        backup_id=run.backup_id, name=cfg.backup.name, deployment=cfg.backup.name, labels=dict(run.labels),
         status="archived", started_at=run.started, host=socket.gethostname(),
         airflow=mf.AirflowInfo(
             major=plan.schema.major, schema_revision=plan.schema.revision, schema_release=plan.schema.release or None,
@@ -239,7 +245,8 @@ def _manifest_body(run: BackupRun, row_counts: dict[str, int], exported: Airflow
         archive_format=mf.ArchiveFormat(format="tar", compression=CODEC, compression_level=cfg.backup.compression_level,
                                         encryption="openpgp", dump_part_size=DUMP_PART_SIZE),
         encryption=mf.EncryptionInfo(recipients=list(cfg.encryption.recipients),
-                                     signer=cfg.encryption.sign_with or None),
+                                     signer=cfg.encryption.sign_with or None,
+                                     fernet_recipients=list(audience(cfg.encryption)) or None),
         exit_codes=mf.ExitCodes(pg_dump=0, gpg=0, airflow_agent=0 if exported else None),
         object_lock=mf.ObjectLock(mode=run.retention.mode, retain_until=run.retention.until)
         if run.retention and run.retention.until else None,

@@ -1,11 +1,17 @@
 """The catalog: which backups exist, in which state, newest first.
 
-A backup is complete only when its manifest exists and no prune has started
-deleting it (``deleting``: prune's tombstone is there); ordering and
-``latest`` use the manifest's finish time, never key names or storage
-timestamps. Attempts without a manifest are ``failed`` (a failure record
-exists), ``running`` (the writer lock's holder), or ``incomplete`` (killed),
-and are shown only by ``--all``.
+A backup is complete only when its manifest exists and is trusted (see
+``afbackup.trust``: read once, signed by a trusted key, of this deployment);
+ordering and ``latest`` use the manifest's finish time, never key names or
+storage timestamps. A manifest that is not trusted makes the backup
+``untrusted`` (the reason is kept), one that does not parse ``damaged``.
+Attempts without a manifest are ``failed`` (a failure record exists),
+``running`` (the writer lock's holder), or ``incomplete`` (killed). A backup
+whose archive is gone but whose prune tombstone (``deleting.json``) is there
+is ``deleting`` (an interrupted prune; the next one finishes). A tombstone
+next to a trusted manifest and its archive does not hide the backup: it stays
+complete and the tombstone is reported as unexpected (``tombstone``).
+Everything but complete backups is shown only by ``--all``.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import logging
 from typing import Any
 
 from afbackup import manifest as mf
-from afbackup.errors import AfbackupError, IntegrityError, NotFoundError, UsageError
+from afbackup.errors import AfbackupError, CryptoError, IntegrityError, NotFoundError, UsageError
 from afbackup.lock import is_stale, read_lock
 from afbackup.storage.base import ObjectStore
+from afbackup.trust import ForeignBackupError, Trust, Trusted, unchecked
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +34,16 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class BackupRecord:
     backup_id: str
-    state: str  # complete | failed | running | incomplete | deleting | damaged
+    state: str  # complete | untrusted | damaged | deleting | failed | running | incomplete
     manifest: mf.Manifest | None
     keys: tuple[str, ...]
     detail: str = ""
     started_at: dt.datetime | None = None
     pinned: bool = False
+    tombstone: bool = False  # a deleting.json next to a complete backup: unexpected, ignored
+    problem: AfbackupError | None = dataclasses.field(default=None, compare=False)  # why untrusted/damaged
+    manifest_version: str = ""  # the version id of the manifest read (versioned buckets)
+    signer: str = ""
 
     @property
     def finished_at(self) -> dt.datetime | None:
@@ -54,17 +65,22 @@ class BackupRecord:
             doc.update(finished_at=mf.iso(m.finished_at), size=m.archive.size,
                        airflow=m.airflow.release, schema_revision=m.airflow.schema_revision,
                        rows=sum(m.row_counts.values()), exports=m.exports.as_dict() if m.exports else None,
-                       labels=dict(m.labels), signed=bool(m.encryption.signer))
+                       labels=dict(m.labels), signed=bool(m.encryption.signer), deployment=m.deployment_name,
+                       signer=self.signer or None)
+        if self.tombstone:
+            doc["tombstone"] = True
         if self.detail:
             doc["detail"] = self.detail
         return doc
 
 
 def list_backups(store: ObjectStore, *, include_incomplete: bool = False,
-                 now: dt.datetime | None = None) -> list[BackupRecord]:
-    """Complete backups newest first; with ``include_incomplete`` also failed/incomplete attempts.
+                 now: dt.datetime | None = None, trust: Trust | None = None) -> list[BackupRecord]:
+    """Complete (trusted) backups newest first; with ``include_incomplete`` also every other state.
 
     ``now`` (default: the system clock) decides whether the writer lock is still live.
+    ``trust``: how manifests are judged (every command passes the configured one);
+    None parses them without checking signatures or the deployment.
     """
     grouped: dict[str, list[str]] = {}
     for obj in store.list(mf.BACKUPS):
@@ -72,7 +88,7 @@ def list_backups(store: ObjectStore, *, include_incomplete: bool = False,
         if backup_id and name:
             grouped.setdefault(backup_id, []).append(name)
     pinned = {obj.key[len(mf.PINS):].removesuffix(".json") for obj in store.list(mf.PINS)}
-    records = [_record(store, backup_id, names, backup_id in pinned) for backup_id, names in grouped.items()]
+    records = [_record(store, backup_id, names, backup_id in pinned, trust) for backup_id, names in grouped.items()]
     complete = sorted((r for r in records if r.state == "complete"), key=lambda r: r.complete_manifest.finished_at,
                       reverse=True)
     if not include_incomplete:
@@ -110,22 +126,37 @@ def _parse_time(text: Any) -> dt.datetime | None:
         return None
 
 
-def _record(store: ObjectStore, backup_id: str, names: list[str], pinned: bool) -> BackupRecord:
+def _record(store: ObjectStore, backup_id: str, names: list[str], pinned: bool,
+            trust: Trust | None) -> BackupRecord:
     keys = tuple(mf.key_of(backup_id, name) for name in sorted(names))
     started = _started_from_id(backup_id)
-    if mf.DELETING_NAME in names:
+    tombstone = mf.DELETING_NAME in names
+    if tombstone and mf.ARCHIVE_NAME not in names:
         return BackupRecord(backup_id, "deleting", None, keys, "a prune began deleting it; the next prune finishes",
                             started, pinned)
     if mf.MANIFEST_NAME in names:
         try:
-            manifest = read_manifest(store, backup_id)
-        except AfbackupError as exc:
-            return BackupRecord(backup_id, "damaged", None, keys, exc.one_line(), started, pinned)
-        return BackupRecord(backup_id, "complete", manifest, keys, "", manifest.started_at, pinned)
+            trusted = trust.check(store, backup_id) if trust else unchecked(store, backup_id)
+        except (CryptoError, ForeignBackupError) as exc:
+            return BackupRecord(backup_id, "untrusted", None, keys, f"untrusted: {exc.one_line()}", started, pinned,
+                                tombstone, exc)
+        except IntegrityError as exc:  # a storage error (not a missing object) fails the command: a backup
+            # that could not be read is not "damaged", and `latest` must not silently pick an older one
+            return BackupRecord(backup_id, "damaged", None, keys, exc.one_line(), started, pinned, tombstone, exc)
+        return _complete(backup_id, trusted, keys, pinned, tombstone)
     if mf.FAILED_NAME in names:
         detail = _failure_detail(store, backup_id)
-        return BackupRecord(backup_id, "failed", None, keys, detail, started, pinned)
-    return BackupRecord(backup_id, "incomplete", None, keys, "no manifest: killed or still running", started, pinned)
+        return BackupRecord(backup_id, "failed", None, keys, detail, started, pinned, tombstone)
+    return BackupRecord(backup_id, "incomplete", None, keys, "no manifest: killed or still running", started, pinned,
+                        tombstone)
+
+
+def _complete(backup_id: str, trusted: Trusted, keys: tuple[str, ...], pinned: bool,
+              tombstone: bool) -> BackupRecord:
+    detail = ("an unexpected prune tombstone (deleting.json) is next to it: ignored, the backup stays"
+              if tombstone else "")
+    return BackupRecord(backup_id, "complete", trusted.manifest, keys, detail, trusted.manifest.started_at, pinned,
+                        tombstone, None, trusted.version_id, trusted.signer)
 
 
 def _started_from_id(backup_id: str) -> dt.datetime | None:
@@ -142,34 +173,33 @@ def _failure_detail(store: ObjectStore, backup_id: str) -> str:
         return "failure record unreadable"
 
 
-def read_manifest(store: ObjectStore, backup_id: str) -> mf.Manifest:
-    key = mf.key_of(backup_id, mf.MANIFEST_NAME)
-    manifest = mf.parse_manifest(store.get_bytes(key), key)
-    if manifest.backup_id != backup_id:
-        raise IntegrityError(f"{key} describes backup {manifest.backup_id}, not {backup_id}",
-                             hint="the manifest was moved or replaced")
-    return manifest
+def resolve_backup(store: ObjectStore, ref: str, trust: Trust | None = None) -> BackupRecord:
+    """``latest`` (the newest trusted complete backup) or an id -> that backup; anything else is a clear error.
 
-
-def resolve_backup(store: ObjectStore, ref: str) -> BackupRecord:
-    """``latest`` or an id -> the complete backup; anything else is a clear error."""
+    An id that is untrusted raises why (exit 7 for a signature problem, 8 for
+    another deployment or damage).
+    """
     if ref in ("", "latest"):
-        complete = list_backups(store)
+        every = list_backups(store, include_incomplete=True, trust=trust)
+        complete = [r for r in every if r.state == "complete"]
         if not complete:
-            raise NotFoundError(f"no complete backup in {store.describe()}", hint="run `afbackup backup` first")
+            untrusted = sum(1 for r in every if r.state in ("untrusted", "damaged"))
+            skipped = f" ({untrusted} untrusted or damaged: `afbackup list --all` says why)" if untrusted else ""
+            raise NotFoundError(f"no complete backup in {store.describe()}{skipped}",
+                                hint="run `afbackup backup` first")
         return complete[0]
     if "/" in ref or ref.startswith("."):
         raise UsageError(f"{ref!r} is not a backup id")
-    manifest_key = mf.key_of(ref, mf.MANIFEST_NAME)
-    if store.head(manifest_key) is not None and store.head(mf.key_of(ref, mf.DELETING_NAME)) is None:
-        manifest = read_manifest(store, ref)  # the common case: two HEADs and a GET, no listing
-        pinned = store.head(f"{mf.PINS}{ref}.json") is not None
-        return BackupRecord(ref, "complete", manifest, (manifest_key,), "", manifest.started_at, pinned)
-    record = next((r for r in list_backups(store, include_incomplete=True) if r.backup_id == ref), None)
-    if record is None:
+    names = [obj.key[len(mf.backup_prefix(ref)):] for obj in store.list(mf.backup_prefix(ref))]
+    names = [name for name in names if name and "/" not in name]
+    if not names:
         raise NotFoundError(f"backup {ref} does not exist in {store.describe()}",
                             hint="`afbackup list` shows the backups")
-    if record.state != "complete":
-        raise IntegrityError(f"backup {ref} is {record.state}: {record.detail}",
-                             hint="choose a complete backup from `afbackup list`")
-    return record
+    pinned = store.head(f"{mf.PINS}{ref}.json") is not None
+    record = _record(store, ref, names, pinned, trust)
+    if record.state == "complete":
+        return record
+    if record.problem is not None:
+        raise record.problem
+    raise IntegrityError(f"backup {ref} is {record.state}: {record.detail}",
+                         hint="choose a complete backup from `afbackup list`")

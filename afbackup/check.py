@@ -5,8 +5,10 @@ an Airflow schema; pg_dump and pg_restore are found and at least as new as
 the server; every gpg recipient (and the signing key) is usable; the bucket
 is reachable, listable and writable; the executor runs the Airflow agent; the
 writer lock is not stale (a stale lock is only a warning: the next backup
-takes it over). Freshness (exit 8 when no preflight check failed): the newest
-complete backup finished less than ``max_age`` ago.
+takes it over); the signing key warns ``check.signer_expiry_warning`` ahead of
+its expiry and fails once it can no longer sign. Freshness (exit 8 when no
+preflight check failed): the newest trusted complete backup finished less
+than ``max_age`` ago (untrusted ones never count).
 
 Every check runs even when an earlier one failed, so one report shows every
 problem. ``check`` writes to the store at most once per prefix: the write
@@ -45,6 +47,7 @@ from afbackup.sources.postgres import check_dump_version, connect, read_catalog,
 from afbackup.sources.scope import compute_scope
 from afbackup.storage import open_store
 from afbackup.storage.base import AlreadyExists, ObjectStore
+from afbackup.trust import Trust, require_signing
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ def run_check(settings: Settings, max_age: float, *, now: Callable[[], dt.dateti
     server_major = _attempt(report, "database", lambda: _check_database(cfg))
     for tool in ("pg_dump", "pg_restore"):
         _attempt(report, tool, functools.partial(_check_tool, cfg, tool, server_major))
-    _attempt(report, "keys", lambda: _check_keys(cfg, report))
+    _attempt(report, "keys", lambda: _check_keys(cfg, report, now()))
     store = _attempt(report, "bucket", lambda: _check_bucket(cfg))
     _attempt(report, "executor", lambda: _check_executor(cfg))
     if store is None:
@@ -115,7 +118,8 @@ def run_check(settings: Settings, max_age: float, *, now: Callable[[], dt.dateti
         report.add("freshness", FAIL, "unknown: the bucket is not readable", kind="freshness")
     else:
         _attempt(report, "lock", lambda: _check_lock(store, now()))
-        _attempt(report, "freshness", lambda: _check_freshness(store, max_age, now(), report), kind="freshness")
+        _attempt(report, "freshness", lambda: _check_freshness(store, cfg, max_age, now(), report),
+                 kind="freshness")
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -158,17 +162,26 @@ def _check_tool(cfg: Config, name: str, server_major: int | None) -> tuple[str, 
     return OK, f"{tool.text} at {tool.path} (server {server_major})", None
 
 
-def _check_keys(cfg: Config, report: CheckReport) -> tuple[str, str, None]:
+def _check_keys(cfg: Config, report: CheckReport, now: dt.datetime) -> tuple[str, str, None]:
     enc = cfg.encryption
+    require_signing(enc)
     gpg = Gpg(enc)
     gpg.check_recipients(enc.recipients)
     detail = f"{len(enc.recipients)} recipient key(s) usable for encryption"
-    if enc.sign_with:
-        gpg.check_signer(enc.sign_with)
-        report.signing_key_expires_at = gpg.key_expires_at(enc.sign_with)
-        expiry = mf.iso(report.signing_key_expires_at) or "never"
-        detail += f"; signing key {enc.sign_with} usable (expires {expiry})"
-    return OK, detail, None
+    if not enc.sign_with:
+        return WARN, detail + "; backups are NOT signed (encryption.require_signature = false)", None
+    gpg.check_signer(enc.sign_with)  # expired or revoked: it can no longer sign (fail)
+    detail += f"; signing key {enc.sign_with} usable"
+    expires = report.signing_key_expires_at = gpg.key_expires_at(enc.sign_with)
+    if expires is None:
+        return OK, detail + " (no expiry)", None
+    left = (expires - now).total_seconds()
+    when = f"expires {mf.iso(expires)}, in {format_duration(left, rough=True)}"
+    if left <= cfg.check.signer_expiry_warning:
+        return WARN, (f"{detail}, but it {when} (check.signer_expiry_warning "
+                      f"{format_duration(cfg.check.signer_expiry_warning)}): extend it now "
+                      f"(gpg --quick-set-expire {enc.sign_with} 2y) and re-export its public key to the readers"), None
+    return OK, f"{detail} ({when})", None
 
 
 def _check_bucket(cfg: Config) -> tuple[str, str, ObjectStore]:
@@ -203,13 +216,17 @@ def _check_lock(store: ObjectStore, now: dt.datetime) -> tuple[str, str, None]:
     return OK, f"held by a running {describe_holder(holder)}", None
 
 
-def _check_freshness(store: ObjectStore, max_age: float, now: dt.datetime,
+def _check_freshness(store: ObjectStore, cfg: Config, max_age: float, now: dt.datetime,
                      report: CheckReport) -> tuple[str, str, None]:
-    """The newest complete backup by its manifest's finish time; future-dated ones are ignored."""
-    complete = list_backups(store)
+    """The newest trusted complete backup by its manifest's finish time; future-dated ones are ignored."""
+    every = list_backups(store, include_incomplete=True, now=now, trust=Trust.from_config(cfg))
+    complete = [r for r in every if r.state == "complete"]
+    untrusted = sum(1 for r in every if r.state in ("untrusted", "damaged"))
     future = [r for r in complete if (r.complete_manifest.finished_at - now).total_seconds() > CLOCK_SKEW]
     usable = [r for r in complete if r not in future]
     skew = f" (ignored {len(future)} finished in the future: clock skew?)" if future else ""
+    if untrusted:
+        skew += f" (ignored {untrusted} untrusted or damaged: `afbackup list --all`)"
     if not usable:
         return FAIL, f"no complete backup in {store.describe()}{skew}", None
     newest = usable[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,21 +106,6 @@ class Gpg:
         public = {key["fingerprint"]: key for key in self.new_context().list_keys()}
         _check_usable(public.get(fingerprint, keys[fingerprint]), fingerprint, capability="S", purpose="signing")
 
-    def key_expires_at(self, fingerprint: str) -> dt.datetime | None:
-        """When the key (or subkey) ``fingerprint`` expires; None when it never does. CryptoError if absent."""
-        for key in self.new_context().list_keys():
-            if key["fingerprint"] == fingerprint:
-                expires = key.get("expires") or ""
-                break
-            keyid = next((sub[0] for sub in key.get("subkeys") or [] if len(sub) > 2 and sub[2] == fingerprint), None)
-            if keyid is not None:
-                expires = (key.get("subkey_info") or {}).get(keyid, {}).get("expires") or ""
-                break
-        else:
-            raise CryptoError(f"key {fingerprint} is not in the keyring {self.home or '(default)'}",
-                              hint="import its public key or fix encryption.sign_with")
-        return dt.datetime.fromtimestamp(int(expires), dt.UTC) if str(expires).isdigit() else None
-
     def sign_detached(self, data: bytes, fingerprint: str) -> bytes:
         result = self.new_context().sign(
             data, keyid=fingerprint, detach=True, binary=True, passphrase=self.passphrase(),
@@ -129,22 +115,116 @@ class Gpg:
                               hint="check the key and encryption.passphrase_file")
         return result.data
 
+    def encrypt_bytes(self, data: bytes, recipients: Sequence[str]) -> bytes:
+        """A small payload (a key), encrypted in memory to ``recipients`` (binary OpenPGP)."""
+        result = self.new_context().encrypt(data, list(recipients), armor=False, always_trust=True,
+                                            extra_args=["--compress-algo", "none"])
+        if not result.ok or result.returncode != 0 or not result.data:
+            raise CryptoError(f"gpg encryption failed ({result.status}): {_stderr_tail(result)}",
+                              hint="check the recipient keys", stage="gpg")
+        return result.data
+
+    def decrypt_bytes(self, data: bytes, what: str) -> bytes:
+        """Decrypt a small payload in memory."""
+        result = self.new_context().decrypt(data, passphrase=self.passphrase(), always_trust=True)
+        if not result.ok or result.returncode != 0 or result.status != "decryption ok":
+            raise CryptoError(f"cannot decrypt {what} ({result.status or 'no status'})",
+                              hint="the private key of a recipient must be in encryption.gnupghome", stage="gpg")
+        return result.data
+
     def verify_detached(self, data: bytes, signature: bytes, trusted: Sequence[str], what: str) -> str:
-        """Check a detached signature; return the signer's fingerprint if it is trusted."""
+        """Check a detached signature; return the signer's (primary key) fingerprint if it is trusted.
+
+        A signature made while its key was valid stays valid after the key expired
+        (gpg: EXPKEYSIG + VALIDSIG, the signature time before the key's expiry); a
+        revoked key is untrusted from its revocation on (REVKEYSIG: the signature
+        must predate the revocation).
+        """
         import tempfile
 
         with tempfile.NamedTemporaryFile(prefix="afbackup-sig-") as sig_file:
             sig_file.write(signature)
             sig_file.flush()
             result = self.new_context().verify_data(sig_file.name, data)
-        signer = (getattr(result, "pubkey_fingerprint", None) or getattr(result, "fingerprint", None) or "").upper()
-        if not result.valid or result.returncode != 0:
+        status = _status_lines(result)
+        valid = status.get("VALIDSIG", "").split()
+        verdicts = [code for code in ("GOODSIG", "EXPKEYSIG", "REVKEYSIG") if code in status]
+        if len(valid) < 3 or len(verdicts) != 1 or {"BADSIG", "ERRSIG", "EXPSIG"} & set(status):
             raise CryptoError(f"the signature of {what} is not valid ({result.status or 'no valid signature'})",
                               hint="the manifest was altered or signed by an unknown key")
+        signing_key = valid[0].upper()
+        signer = (valid[9] if len(valid) >= 10 else valid[0]).upper()
         if signer not in trusted:
             raise CryptoError(f"{what} is signed by {signer}, which is not in encryption.trusted_signers",
                               hint="add the fingerprint only if you trust that key")
+        signed_at = dt.datetime.fromtimestamp(int(valid[2]), dt.UTC)
+        if verdicts[0] == "GOODSIG" and result.returncode != 0:
+            raise CryptoError(f"gpg did not accept the signature of {what}: {_stderr_tail(result)}")
+        if verdicts[0] == "EXPKEYSIG":
+            expiry = self.key_expires_at(signing_key)
+            if expiry is None or signed_at >= expiry:
+                raise CryptoError(f"{what} was signed at {signed_at:%Y-%m-%d %H:%M} UTC, after its key {signer} "
+                                  "expired", hint="a signature counts only if it was made while the key was valid")
+        if verdicts[0] == "REVKEYSIG":
+            revoked = self.key_revoked_at(signer)
+            if revoked is None or signed_at >= revoked:
+                raise CryptoError(f"{what} is signed by {signer}, which was revoked"
+                                  + (f" at {revoked:%Y-%m-%d %H:%M} UTC" if revoked else ""),
+                                  hint="signatures of a revoked key are untrusted from its revocation on")
+            logger.warning("%s is signed by %s, revoked at %s: the signature predates the revocation and is "
+                           "accepted", what, signer, revoked.isoformat())
         return signer
+
+    def key_expires_at(self, fingerprint: str) -> dt.datetime | None:
+        """When the key (primary or subkey fingerprint) stops being usable; None if it never expires.
+
+        For a subkey, the earlier of its own expiry and its primary key's. A key
+        that is not in the keyring is a ``CryptoError``.
+        """
+        fpr = fingerprint.upper()
+        for key in self.new_context().list_keys():
+            if key["fingerprint"] == fpr:
+                return _epoch(key.get("expires"))
+            for sub in key.get("subkeys", []):
+                if len(sub) > 2 and str(sub[2]).upper() == fpr:
+                    info = (key.get("subkey_info") or {}).get(sub[0], {})
+                    moments = [m for m in (_epoch(key.get("expires")), _epoch(info.get("expires"))) if m]
+                    return min(moments) if moments else None
+        raise CryptoError(f"key {fpr} is not in the keyring {self.home or '(default)'}",
+                          hint="import its public key or fix the fingerprint")
+
+    def key_revoked_at(self, fingerprint: str) -> dt.datetime | None:
+        """When the primary key was revoked (its key revocation signature), None if it is not."""
+        ctx = self.new_context()
+        argv = [ctx.gpgbinary, "--batch", "--with-colons", "--list-sigs", fingerprint]
+        if self.home:
+            argv[1:1] = ["--homedir", self.home]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CryptoError(f"cannot list the signatures of key {fingerprint}: {exc}") from None
+        moments = [_epoch(f[5]) for f in (line.split(":") for line in out.splitlines())
+                   if f[0] == "rev" and len(f) > 10 and f[10].startswith("20")]
+        found = [m for m in moments if m]
+        return min(found) if found else None
+
+
+def _epoch(value: object) -> dt.datetime | None:
+    try:
+        seconds = int(str(value or "").strip() or 0)
+    except ValueError:
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds else None
+
+
+def _status_lines(result: object) -> dict[str, str]:
+    """gpg's status lines of one verification: code -> arguments."""
+    lines: dict[str, str] = {}
+    for line in (getattr(result, "stderr", "") or "").splitlines():
+        if line.startswith("[GNUPG:] "):
+            code, _, args = line[len("[GNUPG:] "):].partition(" ")
+            lines.setdefault(code, args)
+    return lines
 
 
 def _check_usable(key: dict, fpr: str, *, capability: str, purpose: str) -> None:

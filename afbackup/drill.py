@@ -27,6 +27,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from afbackup import manifest as mf
+from afbackup.catalog import BackupRecord
 from afbackup.config import Settings
 from afbackup.config.model import Config
 from afbackup.crypto import Gpg
@@ -34,6 +35,7 @@ from afbackup.dbcheck import check_restored
 from afbackup.drill_record import write_record
 from afbackup.errors import AfbackupError, ConfigError, DrillFailed, IntegrityError, SourceError
 from afbackup.executors import open_executor
+from afbackup.fernet_escrow import MEMBER, FernetKeyUnreadable, unseal
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
@@ -41,6 +43,7 @@ from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import connect, password_from_file, tool_version
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore
+from afbackup.trust import Trust
 from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
 from afbackup.verify import VerifyReport, check_exports, check_toc
 
@@ -83,6 +86,7 @@ class DrillOptions:
     rto_target: float | None = None
     rpo_target: float | None = None
     fernet_key_file: str = ""
+    source_deployment: str = ""
 
 
 class _Steps:
@@ -115,7 +119,10 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
     steps, state = _Steps(report), dict[str, Any]()
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
-    steps.run("select backup", lambda: _select(store, gpg, cfg, options.backup, started, report, state))
+    # An untrusted backup (signature, deployment) is refused outright (exit 7/8), not rehearsed.
+    record = trusted_manifest(store, options.backup,
+                              Trust.from_config(cfg, source_deployment=options.source_deployment))
+    steps.run("select backup", lambda: _select(record, started, report, state))
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
         steps.run("verify", lambda: _verify(store, gpg, cfg, spool, progress, state))
         name = f"afbackup_drill_{secrets.token_hex(4)}"
@@ -137,9 +144,8 @@ def _target(flag: float | None, configured: float) -> float:
     return configured if flag is None else flag
 
 
-def _select(store: ObjectStore, gpg: Gpg, cfg: Config, ref: str, started: dt.datetime, report: DrillReport,
-            state: dict[str, Any]) -> str:
-    manifest = trusted_manifest(store, ref, gpg, cfg.encryption).complete_manifest
+def _select(record: BackupRecord, started: dt.datetime, report: DrillReport, state: dict[str, Any]) -> str:
+    manifest = record.complete_manifest
     state["manifest"] = manifest
     report.backup_id = manifest.backup_id
     report.rpo_seconds = round((started - manifest.finished_at).total_seconds(), 3)
@@ -152,6 +158,10 @@ def _verify(store: ObjectStore, gpg: Gpg, cfg: Config, spool: Path, progress: Pr
     toc, dump = TocSink(state["pg_restore"]), SpoolSink(spool / "airflow.pgdump")
     progress.stage("drill: download → gpg → zstd → verify")
     state["contents"] = read_archive(store, manifest, gpg, [toc, dump], progress.advance)
+    try:
+        unseal(state["contents"].members, gpg)
+    except FernetKeyUnreadable as exc:
+        state["fernet_unreadable"] = exc.message
     progress.close()
     state["dump"] = dump.path
     scratch = VerifyReport()
@@ -190,12 +200,12 @@ def _airflow_checks(cfg: Config, state: dict[str, Any], password: str | None, op
     where = airflow_steps.airflow_target(state["dsn"], password, "target")
     contents = state["contents"]
     if "airflow/connections.json" not in contents.members:  # a backup made without an executor
-        done = agent.call([{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]}], env=where.env,
-                          database=where.database, stage="airflow checks")[0]
-        if done["exit_code"] != 0:
-            raise SourceError(f"airflow db check-migrations exited with {done['exit_code']} on the restored DB")
-        return "airflow db check-migrations passed; the backup carries no exports to decrypt"
+        return _migrations_only(agent, where, "the backup carries no exports to decrypt")
     keys, source = _fernet_keys(options, contents)
+    if keys is None:
+        return _migrations_only(agent, where, "the Fernet check was SKIPPED: the source Fernet key is sealed to "
+                                f"encryption.fernet_recipients and this keyring cannot read it "
+                                f"({state.get('fernet_unreadable', 'no key')}); pass --fernet-key-file to check it")
     expected = airflow_steps.expected_secrets(contents)
     migrations, secrets_check = agent.call(
         [{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]},
@@ -211,11 +221,22 @@ def _airflow_checks(cfg: Config, state: dict[str, Any], password: str | None, op
     return f"airflow db check-migrations passed; {count} connections decrypt with the {source}, values equal"
 
 
-def _fernet_keys(options: DrillOptions, contents: ArchiveContents) -> tuple[list[str], str]:
-    key = password_from_file(options.fernet_key_file, "--fernet-key-file")
-    if key is not None:
-        return [key], "escrowed source Fernet key"
-    return contents.json("airflow/fernet.json").get("keys", []), "source Fernet key carried in the archive"
+def _migrations_only(agent: AirflowAgent, where: airflow_steps.AirflowTarget, why: str) -> str:
+    done = agent.call([{"op": "cli", "argv": ["db", "check-migrations", "-t", "20"]}], env=where.env,
+                      database=where.database, stage="airflow checks")[0]
+    if done["exit_code"] != 0:
+        raise SourceError(f"airflow db check-migrations exited with {done['exit_code']} on the restored DB")
+    return f"airflow db check-migrations passed; {why}"
+
+
+def _fernet_keys(options: DrillOptions, contents: ArchiveContents) -> tuple[list[str] | None, str]:
+    """The source Fernet key(s) to check with: the escrowed one, else the archive's; None when unreadable."""
+    if options.fernet_key_file:
+        key = password_from_file(options.fernet_key_file, "--fernet-key-file")
+        return [key or ""], "escrowed source Fernet key"
+    if MEMBER not in contents.members:
+        return None, ""
+    return contents.json(MEMBER).get("keys", []), "source Fernet key carried in the archive"
 
 
 def _targets(report: DrillReport) -> str:

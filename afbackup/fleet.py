@@ -241,27 +241,20 @@ def _started(backup_id: str) -> dt.datetime | None:
 
 def _trusted_newest(store: ObjectStore, settings: Settings, complete: list[str],
                     now: dt.datetime) -> tuple[str, dt.datetime | None, list[tuple[str, str]]]:
-    """The newest backup whose manifest parses and verifies (signature when required)."""
-    from afbackup.catalog import read_manifest
-    from afbackup.crypto import Gpg
+    """The newest backup that afbackup trusts (signature, deployment: see ``afbackup.trust``)."""
+    from afbackup.catalog import resolve_backup
     from afbackup.errors import CryptoError, IntegrityError
-    from afbackup.unpack import trusted_manifest
+    from afbackup.trust import Trust
 
-    enc = settings.config.encryption
-    verify = bool(enc.trusted_signers) or enc.signatures_required
-    gpg: Gpg | None = None
+    trust = Trust.from_config(settings.config)
     untrusted: list[tuple[str, str]] = []
     for backup_id in complete[:MAX_UNTRUSTED]:
         try:
-            if verify:
-                gpg = gpg or Gpg(enc)
-                manifest = trusted_manifest(store, backup_id, gpg, enc).manifest
-            else:  # nothing to verify a signature against: the manifest must still parse and match its key
-                manifest = read_manifest(store, backup_id)
+            manifest = resolve_backup(store, backup_id, trust).complete_manifest
         except (CryptoError, IntegrityError) as exc:
             untrusted.append((backup_id, exc.one_line()))
             continue
-        finished = manifest.finished_at if manifest else None
+        finished = manifest.finished_at
         if finished is not None and (finished - now).total_seconds() > CLOCK_SKEW:
             untrusted.append((backup_id, f"finished in the future ({mf.iso(finished)}): clock skew?"))
             continue

@@ -6,6 +6,13 @@ the TTL after checking the lock is still ours; if it was lost (deleted,
 taken over), the run is told and aborts instead of continuing unlocked. A
 lock whose expiry has passed is stale (its holder died) and is taken over,
 with a warning naming the old holder.
+
+Every change of an existing lock is conditional on the ETag last seen: the
+takeover replaces the stale lock only if it is still exactly the version that
+was judged stale (S3 ``PUT If-Match``), a refresh only if the lock is still
+the one this run wrote, and the release deletes it only then (``DELETE
+If-Match``). Two runs that both find one stale lock therefore cannot both
+take it: the second conditional write fails and that run exits 9.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from afbackup.errors import LockedError, StorageError
+from afbackup.errors import LockedError, NotFoundError, StorageError
 from afbackup.log import event
 from afbackup.manifest import LOCKS, iso, utcnow
-from afbackup.storage.base import AlreadyExists, ObjectStore
+from afbackup.storage.base import AlreadyExists, Conflict, ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +44,24 @@ def describe_holder(doc: dict[str, Any]) -> str:
 
 
 def read_lock(store: ObjectStore, key: str = WRITER_LOCK) -> dict[str, Any] | None:
-    if store.head(key) is None:
-        return None
+    return read_lock_version(store, key)[0]
+
+
+def read_lock_version(store: ObjectStore, key: str = WRITER_LOCK) -> tuple[dict[str, Any] | None, str]:
+    """The lock's holder and the ETag of exactly that version (one read); (None, "") when free."""
     try:
-        return json.loads(store.get_bytes(key, limit=1 << 16))
-    except (ValueError, StorageError):
-        return {"operation": "unknown", "expires_at": None}
+        data, stored = store.get_object(key, limit=1 << 16)
+    except NotFoundError:
+        return None, ""
+    except StorageError:
+        return {"operation": "unknown", "expires_at": None}, ""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {"operation": "unknown", "expires_at": None}
+    return doc, stored.etag
 
 
 def is_stale(doc: dict[str, Any], now: dt.datetime) -> bool:
@@ -65,10 +84,10 @@ def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) 
 
     Without ``yes`` nothing is removed (the caller shows the holder and exits 2).
     A live holder whose lock is forced away notices at its next refresh and
-    aborts without committing. The lock is read again just before deleting;
-    if it changed (refreshed or taken by another run) nothing is removed.
+    aborts without committing. The delete is conditional on the ETag of the
+    version shown: if it changed (refreshed or taken by another run) nothing is removed.
     """
-    holder = read_lock(store)
+    holder, etag = read_lock_version(store)
     if holder is None:
         return BrokenLock(None, False, False)
     stale = is_stale(holder, now)
@@ -77,12 +96,19 @@ def break_lock(store: ObjectStore, *, yes: bool, force: bool, now: dt.datetime) 
     if not stale and not force:
         raise LockedError(f"the lock is live: {describe_holder(holder)}",
                           hint="wait for the run to finish; if you know its holder is dead, add --force")
-    if read_lock(store) != holder:
-        raise LockedError("the lock changed while breaking it (refreshed or taken by another run)",
+    changed = LockedError("the lock changed while breaking it (refreshed or taken by another run)",
                           hint="run `afbackup break-lock` again to see the current holder")
-    failures = store.delete([WRITER_LOCK])
-    if failures:
-        raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
+    if not etag:
+        if read_lock(store) != holder:
+            raise changed
+        failures = store.delete([WRITER_LOCK])
+        if failures:
+            raise StorageError(f"could not remove the lock: {failures[0].code} {failures[0].message}")
+    else:
+        try:
+            store.delete_if_match(WRITER_LOCK, etag)
+        except Conflict:
+            raise changed from None
     logger.warning("removed %s lock held by %s", "stale" if stale else "LIVE", describe_holder(holder),
                    extra=event(action="break-lock", state="removed", stale=stale))
     return BrokenLock(holder, stale, True)
@@ -99,6 +125,7 @@ class StoreLock:
         self._stop = threading.Event()
         self._started = clock()
         self._thread: threading.Thread | None = None
+        self._etag = ""  # the ETag of the version of the lock this run last wrote
 
     def _document(self) -> bytes:
         doc = {"operation": self.operation, "host": socket.gethostname(), "pid": os.getpid(),
@@ -108,24 +135,35 @@ class StoreLock:
 
     def acquire(self) -> None:
         try:
-            self.store.put_bytes(self.key, self._document(), create_only=True)
+            self._etag = self.store.put_bytes(self.key, self._document(), create_only=True).etag
         except AlreadyExists:
-            holder = read_lock(self.store, self.key) or {}
-            if not is_stale(holder, self.clock()):
-                raise LockedError(f"another run holds the lock of {self.store.describe()}: {describe_holder(holder)}",
-                                  hint="wait for it to finish; if its holder is dead, run `afbackup break-lock --yes`"
-                                  ) from None
-            logger.warning("taking over a stale lock: %s", describe_holder(holder),
-                           extra=event(action="lock", state="takeover"))
-            self.store.delete([self.key])
-            try:
-                self.store.put_bytes(self.key, self._document(), create_only=True)
-            except AlreadyExists:
-                raise LockedError("another run took over the stale lock first",
-                                  hint="wait for it to finish") from None
+            self._take_over()
         self._confirm_ours()
         self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
         self._thread.start()
+
+    def _take_over(self) -> None:
+        """Replace a stale lock, conditional on the version judged stale (one winner)."""
+        holder, etag = read_lock_version(self.store, self.key)
+        if holder is None:  # released meanwhile: try to create it once more
+            try:
+                self._etag = self.store.put_bytes(self.key, self._document(), create_only=True).etag
+                return
+            except AlreadyExists:
+                holder, etag = read_lock_version(self.store, self.key)
+        holder = holder or {}
+        if not is_stale(holder, self.clock()):
+            raise LockedError(f"another run holds the lock of {self.store.describe()}: {describe_holder(holder)}",
+                              hint="wait for it to finish; if its holder is dead, run `afbackup break-lock --yes`")
+        if not etag:
+            raise LockedError(f"the stale lock of {self.store.describe()} cannot be read back to take it over",
+                              hint="check the storage, or run `afbackup break-lock --yes`")
+        try:
+            self._etag = self.store.put_bytes(self.key, self._document(), create_only=False, if_match=etag).etag
+        except Conflict:
+            raise LockedError("another run took over the stale lock first", hint="wait for it to finish") from None
+        logger.warning("taking over a stale lock: %s", describe_holder(holder),
+                       extra=event(action="lock", state="takeover"))
 
     def _confirm_ours(self) -> None:
         current = read_lock(self.store, self.key) or {}
@@ -135,13 +173,21 @@ class StoreLock:
     def _refresh_loop(self) -> None:
         while not self._stop.wait(max(1.0, self.ttl / 3)):
             try:
-                self._confirm_ours()
-                self.store.put_bytes(self.key, self._document(), create_only=False)
+                self._refresh()
             except Exception as exc:  # any failure means we can no longer prove we hold it
                 logger.error("lost the lock of %s: %s", self.store.describe(), exc,
                              extra=event(action="lock", state="lost"))
                 self.lost.set()
                 return
+
+    def _refresh(self) -> None:
+        """Extend the expiry, only if the lock is still the version this run wrote."""
+        if self._etag:
+            self._etag = self.store.put_bytes(self.key, self._document(), create_only=False,
+                                              if_match=self._etag).etag
+            return
+        self._confirm_ours()  # a store that reported no ETag: check, then write
+        self._etag = self.store.put_bytes(self.key, self._document(), create_only=False).etag
 
     def check(self) -> None:
         """Raise if the lock was lost while running (called between stages)."""
@@ -154,9 +200,15 @@ class StoreLock:
         if self._thread:
             self._thread.join(timeout=30)
         try:
+            if self._etag:
+                self.store.delete_if_match(self.key, self._etag)
+                return
             current = read_lock(self.store, self.key) or {}
             if current.get("token") == self.token:
                 self.store.delete([self.key])
+        except Conflict:
+            logger.warning("did not release the lock of %s: it is no longer the one this run wrote (taken over "
+                           "or removed)", self.store.describe())
         except StorageError as exc:
             logger.warning("could not release the lock (it expires by itself): %s", exc)
 

@@ -63,6 +63,7 @@ DELETING_NAME = "deleting.json"  # prune's tombstone: written first, deleted las
 ARCHIVE_MANIFEST_MEMBER = "manifest.json"
 # Fields of the stored manifest that differ from the archive's copy (written after the archive).
 OUTER_ONLY = frozenset({"status", "finished_at", "objects"})
+DEFAULT_DEPLOYMENT = "airflow"  # the default of [backup] name
 
 
 def new_backup_id(now: dt.datetime) -> str:
@@ -179,6 +180,7 @@ class ArchiveFormat(Part):
 class EncryptionInfo(Part):
     recipients: list[str]
     signer: str | None = None
+    fernet_recipients: list[str] | None = None  # who can open airflow/fernet.json.gpg, when it is sealed apart
 
 
 class ExitCodes(Part):
@@ -208,6 +210,7 @@ class ManifestBody(Part):
     tool: ToolInfo
     backup_id: str
     name: str
+    deployment: str | None = None  # format 2 (0.2); older manifests: ``name``, see ``deployment_name``
     labels: dict[str, str] = Field(default_factory=dict)
     status: str
     started_at: Moment
@@ -226,6 +229,11 @@ class ManifestBody(Part):
     @property
     def row_counts(self) -> dict[str, int]:
         return dict(self.scope.row_counts)
+
+    @property
+    def deployment_name(self) -> str:
+        """The deployment the backup belongs to: ``deployment``; older manifests: ``name``, else "airflow"."""
+        return self.deployment or self.name or DEFAULT_DEPLOYMENT
 
     def member(self, name: str) -> MemberInfo | None:
         return next((m for m in self.members if m.name == name), None)
@@ -247,6 +255,11 @@ class Manifest(ManifestBody):
     finished_at: Moment
     objects: list[ObjectInfo]  # never empty: parse_manifest refuses that
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def deployment_name(self) -> str:
+        """The deployment the backup belongs to: ``deployment``; older manifests: ``name``, else "airflow"."""
+        return self.deployment or self.name or DEFAULT_DEPLOYMENT
 
     @property
     def raw(self) -> dict[str, Any]:

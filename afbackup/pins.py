@@ -21,6 +21,7 @@ from afbackup.catalog import resolve_backup
 from afbackup.errors import StorageError, UsageError
 from afbackup.log import event
 from afbackup.storage.base import AlreadyExists, ObjectStore
+from afbackup.trust import Trust
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ def read_pin(store: ObjectStore, backup_id: str) -> dict:
         return {}
 
 
-def pin_backup(store: ObjectStore, ref: str, *, reason: str = "") -> PinOutcome:
-    """Pin a complete backup (an id or ``latest``); pinning twice keeps the first pin."""
-    record = resolve_backup(store, ref)  # missing -> exit 8; failed/incomplete/damaged -> exit 8
+def pin_backup(store: ObjectStore, ref: str, *, reason: str = "", trust: Trust | None = None) -> PinOutcome:
+    """Pin a complete trusted backup (an id or ``latest``); pinning twice keeps the first pin."""
+    record = resolve_backup(store, ref, trust)  # missing -> exit 8; failed/incomplete/damaged -> exit 8
     doc = {"backup_id": record.backup_id, "pinned_at": mf.iso(mf.utcnow()), "pinned_by": _who(),
            "reason": reason}
     try:

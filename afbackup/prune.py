@@ -5,8 +5,14 @@ kept or deleted by the pure planner ``afbackup.retention``; failed and
 incomplete attempts (no manifest) older than ``[retention] incomplete_after``
 are deleted, except the attempt of a backup holding a live writer lock
 ("running"); multipart uploads (on a filesystem: partial files) older than
-that are aborted; damaged backups (a manifest that does not parse) are
-reported, never deleted.
+that are aborted; untrusted backups (see ``afbackup.trust``) and damaged ones
+(a manifest that does not parse) are reported, never deleted or counted.
+
+Tombstones: a ``deleting.json`` makes prune delete a backup only when the
+plan of THIS prune deletes it (the tombstone is then written again) or when
+the backup's archive is already gone (an interrupted prune: state
+"deleting"). A tombstone next to a backup that is kept is reported as
+unexpected and ignored: left in place as evidence, never acted on.
 
 ``execute_prune`` deletes, one backup at a time, under the writer lock the
 caller holds, in two phases: first a tombstone (``deleting.json``) is written,
@@ -34,20 +40,21 @@ from typing import Any
 
 from afbackup import manifest as mf
 from afbackup.catalog import BackupRecord, list_backups
-from afbackup.config.model import EncryptionConfig, RetentionConfig
+from afbackup.config.model import RetentionConfig
 from afbackup.config.units import format_duration
-from afbackup.crypto import Gpg
-from afbackup.errors import AfbackupError, ConfigError, CryptoError, NotFoundError
+from afbackup.errors import AfbackupError, ConfigError, NotFoundError
 from afbackup.lock import StoreLock, describe_holder, is_stale, read_lock
 from afbackup.log import event
 from afbackup.pins import is_pinned
 from afbackup.retention import Candidate, Policy, plan_retention
 from afbackup.storage.base import DeleteFailure, ObjectStore, PendingUpload
+from afbackup.trust import Trust
 
 logger = logging.getLogger(__name__)
 
 KEEP, DELETE, REPORT = "keep", "delete", "report"
-DAMAGED_HINT = "never deleted automatically: inspect it (`afbackup show`), then remove its objects by hand"
+DAMAGED_HINT = ("never deleted automatically: `afbackup list --all` says why; inspect its objects, "
+                "then remove them by hand")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +62,7 @@ class Item:
     """One backup or attempt and what prune does with it (``keep``, ``delete`` or ``report``)."""
 
     backup_id: str
-    state: str  # complete | failed | incomplete | running | damaged
+    state: str  # complete | failed | incomplete | running | deleting | damaged | untrusted
     action: str
     reasons: tuple[str, ...]
     keys: tuple[str, ...] = ()
@@ -90,6 +97,7 @@ class PrunePlan:
     damaged: tuple[Item, ...]
     uploads: tuple[UploadItem, ...]
     holder: dict[str, Any] | None  # the live writer lock, if any
+    unexpected_tombstones: tuple[str, ...] = ()  # kept backups with a deleting.json no plan of ours wrote
 
     @property
     def deletions(self) -> list[Item]:
@@ -102,7 +110,8 @@ class PrunePlan:
                 "incomplete_after_seconds": self.incomplete_after,
                 "backups": [i.as_dict() for i in self.backups], "attempts": [i.as_dict() for i in self.attempts],
                 "damaged": [i.as_dict() for i in self.damaged], "uploads": [u.as_dict() for u in self.uploads],
-                "lock_holder": describe_holder(self.holder) if self.holder else None}
+                "lock_holder": describe_holder(self.holder) if self.holder else None,
+                "unexpected_tombstones": list(self.unexpected_tombstones)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,14 +150,16 @@ class PruneResult:
 
 
 def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime, lock: StoreLock | None = None,
-               distrust: Callable[[BackupRecord], str] | None = None) -> PrunePlan:
+               distrust: Callable[[BackupRecord], str] | None = None, *, trust: Trust | None = None) -> PrunePlan:
     """Decide everything prune would do; reads the store, writes nothing. ``now`` is tz-aware.
 
     ``lock``: the writer lock this prune holds (then no backup can be running).
-    ``distrust``: what is wrong with a complete backup's manifest ("" if nothing), see ``signature_checker``.
+    ``trust``: how manifests are judged (the command passes the configured one): untrusted
+    backups are reported, never counted or deleted. ``distrust``: an extra check of a
+    complete backup ("" if nothing is wrong), for tests.
     """
     policy = require_policy(cfg)
-    records = [_trusted(r, distrust) for r in list_backups(store, include_incomplete=True, now=now)]
+    records = [_trusted(r, distrust) for r in list_backups(store, include_incomplete=True, now=now, trust=trust)]
     holder = read_lock(store)
     ours = lock is not None and holder is not None and holder.get("token") == lock.token
     live = holder if holder and not ours and not is_stale(holder, now) else None
@@ -164,34 +175,16 @@ def plan_prune(store: ObjectStore, cfg: RetentionConfig, now: dt.datetime, lock:
                      for r in records if r.state in ("failed", "incomplete", "running"))
     attempts += tuple(Item(r.backup_id, "deleting", DELETE, ("an earlier prune was interrupted while deleting it",),
                            r.keys, pinned=r.pinned) for r in records if r.state == "deleting")
-    damaged = tuple(Item(r.backup_id, "damaged", REPORT, (r.detail, DAMAGED_HINT), r.keys, pinned=r.pinned)
-                    for r in records if r.state == "damaged")
+    damaged = tuple(Item(r.backup_id, r.state, REPORT, (r.detail, DAMAGED_HINT), r.keys, pinned=r.pinned)
+                    for r in records if r.state in ("damaged", "untrusted"))
     uploads = tuple(_upload_item(u, running, now, cfg.incomplete_after) for u in store.pending_uploads(mf.BACKUPS))
-    return PrunePlan(now, policy, cfg.incomplete_after, backups, attempts, damaged, uploads, live)
-
-
-def signature_checker(store: ObjectStore, enc: EncryptionConfig) -> Callable[[BackupRecord], str] | None:
-    """With ``trusted_signers``, prune counts only manifests they signed (restore's rule); else None.
-
-    A forged manifest must not push real backups out of ``keep_last``: an
-    unsigned or badly signed one is treated as damaged (reported, never deleted).
-    """
-    if not enc.trusted_signers and not enc.signatures_required:
-        return None
-    gpg = Gpg(enc)
-
-    def problem(record: BackupRecord) -> str:
-        manifest_key, sig_key = (mf.key_of(record.backup_id, n) for n in (mf.MANIFEST_NAME, mf.SIGNATURE_NAME))
-        if store.head(sig_key) is None:
-            return "its manifest is not signed" if enc.signatures_required else ""
-        try:
-            gpg.verify_detached(store.get_bytes(manifest_key), store.get_bytes(sig_key), enc.trusted_signers,
-                                manifest_key)
-        except CryptoError as exc:
-            return exc.one_line()
-        return ""
-
-    return problem
+    doomed = {item.backup_id for item in backups + attempts if item.action == DELETE}
+    unexpected = tuple(r.backup_id for r in records if r.tombstone and r.backup_id not in doomed)
+    for backup_id in unexpected:
+        logger.warning("backup %s has a prune tombstone (deleting.json) that this prune's plan did not write: "
+                       "ignored, the backup is kept", backup_id,
+                       extra=event(action="prune", backup_id=backup_id, state="unexpected-tombstone"))
+    return PrunePlan(now, policy, cfg.incomplete_after, backups, attempts, damaged, uploads, live, unexpected)
 
 
 def _trusted(record: BackupRecord, distrust: Callable[[BackupRecord], str] | None) -> BackupRecord:

@@ -1,7 +1,7 @@
 """Reading a stored backup back: trust the manifest, then stream and check the archive.
 
-Order of trust: the manifest's signature (when present or required) is
-checked first; the manifest then pins the stored object's size and SHA-256
+Order of trust: the manifest is read once and its signature and deployment
+are checked (``afbackup.trust``); the manifest then pins the stored object's size and SHA-256
 and every member's size and SHA-256. While the archive streams, the dump goes
 to the caller's sinks (a spool file, ``pg_restore --list``) and the small
 members are kept in memory; nothing is *acted on* before ``read_archive``
@@ -20,11 +20,11 @@ from typing import Any, Protocol
 from afbackup import manifest as mf
 from afbackup.archive import DUMP_BASENAME, TarReader
 from afbackup.catalog import BackupRecord, resolve_backup
-from afbackup.config.model import EncryptionConfig
 from afbackup.crypto import Gpg
-from afbackup.errors import AfbackupError, CryptoError, IntegrityError
+from afbackup.errors import AfbackupError, IntegrityError
 from afbackup.pipeline import RestoreStream
 from afbackup.storage.base import ObjectStore
+from afbackup.trust import Trust
 
 logger = logging.getLogger(__name__)
 
@@ -48,25 +48,15 @@ class ArchiveContents:
         return json.loads(self.members[name])
 
 
-def trusted_manifest(store: ObjectStore, ref: str, gpg: Gpg, cfg: EncryptionConfig) -> BackupRecord:
-    """Resolve ``ref`` and check the manifest's signature against ``trusted_signers``."""
-    record = resolve_backup(store, ref)
-    sig_key = mf.key_of(record.backup_id, mf.SIGNATURE_NAME)
-    manifest_key = mf.key_of(record.backup_id, mf.MANIFEST_NAME)
-    has_signature = store.head(sig_key) is not None
-    if not has_signature:
-        if cfg.signatures_required:
-            raise CryptoError(f"{manifest_key} is not signed, and signatures are required",
-                              hint="only restore backups signed by a key in encryption.trusted_signers")
-        logger.warning("backup %s has no signature; its manifest is trusted as stored", record.backup_id)
-        return record
-    if not cfg.trusted_signers:
-        logger.warning("backup %s is signed but encryption.trusted_signers is empty: signature not checked",
-                       record.backup_id)
-        return record
-    signer = gpg.verify_detached(store.get_bytes(manifest_key), store.get_bytes(sig_key), cfg.trusted_signers,
-                                 manifest_key)
-    logger.info("manifest of %s signed by trusted key %s", record.backup_id, signer)
+def trusted_manifest(store: ObjectStore, ref: str, trust: Trust) -> BackupRecord:
+    """Resolve ``ref`` to a trusted backup: its manifest read once, its signature and deployment checked."""
+    record = resolve_backup(store, ref, trust)
+    if record.signer:
+        logger.info("manifest of %s signed by trusted key %s%s", record.backup_id, record.signer,
+                    f" (manifest version {record.manifest_version})" if record.manifest_version else "")
+    else:
+        logger.warning("backup %s has no checked signature; its manifest is trusted as stored "
+                       "(encryption.require_signature = false)", record.backup_id)
     return record
 
 

@@ -33,6 +33,7 @@ from afbackup.restore import target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
 from afbackup.sources.postgres import connect, password_from_file, tool_version
 from afbackup.storage import open_store
+from afbackup.trust import Trust
 from afbackup.unpack import ArchiveContents, DumpSink, read_archive, trusted_manifest
 
 logger = logging.getLogger(__name__)
@@ -55,12 +56,14 @@ class VerifyReport:
         return dataclasses.asdict(self)
 
 
-def run_verify(settings: Settings, ref: str, *, deep: bool, scratch_dsn: str, progress: Progress) -> VerifyReport:
+def run_verify(settings: Settings, ref: str, *, deep: bool, scratch_dsn: str, progress: Progress,
+               source_deployment: str = "") -> VerifyReport:
     """Verify one backup; failures are recorded in the report (``error``, ``exit_code``), not raised."""
     started = time.monotonic()
     report = VerifyReport(deep=deep)
     try:
-        _verify(settings, ref, deep, scratch_dsn or settings.config.drill.scratch_dsn, progress, report)
+        _verify(settings, ref, deep, scratch_dsn or settings.config.drill.scratch_dsn, progress, report,
+                source_deployment)
         report.ok = True
     except AfbackupError as exc:
         report.error, report.exit_code = exc.one_line(), int(exc.exit_code)
@@ -72,14 +75,18 @@ def run_verify(settings: Settings, ref: str, *, deep: bool, scratch_dsn: str, pr
 
 
 def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress: Progress,
-            report: VerifyReport) -> None:
+            report: VerifyReport, source_deployment: str) -> None:
     cfg = settings.config
     if deep and not scratch_dsn:
         raise ConfigError("--deep needs --scratch-dsn (or [drill] scratch_dsn): a server for a scratch database")
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    manifest = trusted_manifest(store, ref, gpg, cfg.encryption).complete_manifest
+    record = trusted_manifest(store, ref, Trust.from_config(cfg, source_deployment=source_deployment))
+    manifest = record.complete_manifest
     report.backup_id = manifest.backup_id
-    report.passed("manifest", "signature checked" if manifest.encryption.signer else "unsigned")
+    version = f", manifest version {record.manifest_version}" if record.manifest_version else ""
+    report.passed("manifest", (f"signed by trusted key {record.signer}" if record.signer else "unsigned (trusted: "
+                               "encryption.require_signature = false)") + f"; deployment {manifest.deployment_name}"
+                  + version)
     pg_restore = tool_version("pg_restore", cfg.database.pg_bin_dir)
     toc = TocSink(pg_restore.path)
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") if deep else contextlib.nullcontext() as spool:

@@ -9,16 +9,19 @@ from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config.units import format_bytes
 from afbackup.manifest import iso
 from afbackup.storage import open_store
+from afbackup.trust import Trust
 
 
 @click.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Also show failed and incomplete attempts.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show untrusted and damaged backups (with the reason) and failed or incomplete attempts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def list_command(app: AppContext, show_all: bool, as_json: bool) -> int:
-    """List backups, newest first (complete ones only, unless --all)."""
-    store = open_store(app.settings().config.storage)
-    records = list_backups(store, include_incomplete=show_all, now=app.clock.now())
+    """List trusted complete backups, newest first (everything else too with --all)."""
+    cfg = app.settings().config
+    store, trust = open_store(cfg.storage), Trust.from_config(cfg)
+    records = list_backups(store, include_incomplete=show_all, now=app.clock.now(), trust=trust)
     if as_json:
         emit_json([record.summary() for record in records])
         return 0
@@ -32,7 +35,7 @@ def list_command(app: AppContext, show_all: bool, as_json: bool) -> int:
         pin = " (pinned)" if record.pinned else ""
         emit(f"{record.backup_id:<24} {record.state:<10} {s.get('finished_at') or '-':<24} {size:>10}  "
              f"{s.get('airflow') or '-':<8} {s.get('rows', '-')}{pin}"
-             + (f"  {record.detail}" if record.detail and record.state != "complete" else ""))
+             + (f"  {record.detail}" if record.detail else ""))
     return 0
 
 
@@ -41,9 +44,10 @@ def list_command(app: AppContext, show_all: bool, as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @pass_app
 def show(app: AppContext, backup_ref: str, as_json: bool) -> int:
-    """Show the manifest of one backup (an id or `latest`). It contains no secrets."""
-    store = open_store(app.settings().config.storage)
-    record = resolve_backup(store, backup_ref)
+    """Show the manifest of one trusted backup (an id or `latest`). It contains no secrets."""
+    cfg = app.settings().config
+    store = open_store(cfg.storage)
+    record = resolve_backup(store, backup_ref, Trust.from_config(cfg))
     manifest = record.complete_manifest
     if as_json:
         emit_json(manifest.raw)
@@ -54,6 +58,7 @@ def show(app: AppContext, backup_ref: str, as_json: bool) -> int:
     emit(f"airflow    {airflow.cli_version or '?'} (schema {airflow.schema_revision}, Airflow {airflow.major}.x)")
     emit(f"postgres   server {postgres.server_version}, {postgres.pg_dump_version}")
     emit(f"archive    {manifest.archive.key}  {format_bytes(manifest.archive.size)}  sha256 {manifest.archive.sha256}")
+    emit(f"deployment {manifest.deployment_name}")
     emit(f"encrypted  to {', '.join(manifest.encryption.recipients)}; signed by {manifest.encryption.signer or '-'}")
     if manifest.exports is not None:
         emit("exports    " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.exports.as_dict().items())))

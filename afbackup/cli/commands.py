@@ -85,6 +85,12 @@ def _config() -> click.Command:
     return config
 
 
+def _keys() -> click.Command:
+    from afbackup.cli.keys import keys
+
+    return keys
+
+
 def _fleet() -> click.Command:
     from afbackup.cli.fleet import fleet
 
@@ -100,5 +106,5 @@ def _deploy() -> click.Command:
 COMMANDS: dict[str, Callable[[], click.Command]] = {
     "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore, "drill": _drill,
     "prune": _prune, "pin": _pin, "unpin": _unpin, "break-lock": _break_lock, "check": _check, "config": _config,
-    "fleet": _fleet, "deploy": _deploy,
+    "keys": _keys, "fleet": _fleet, "deploy": _deploy,
 }

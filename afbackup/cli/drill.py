@@ -20,14 +20,16 @@ from afbackup.progress import Progress
 @click.option("--fernet-key-file", metavar="FILE", default="",
               help="The escrowed source Fernet key: a restored connection must decrypt with it.")
 @click.option("--keep", is_flag=True, help="Keep the scratch database (default: drop it).")
+@click.option("--source-deployment", metavar="NAME", default="",
+              help="Accept a backup of this deployment ([backup] name of its source): a deliberate migration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @pass_app
 def drill(app: AppContext, backup_ref: str, scratch_dsn: str, report_dir: str | None, rto_target: float | None,
-          rpo_target: float | None,
-          fernet_key_file: str, keep: bool, as_json: bool) -> int:
+          rpo_target: float | None, fernet_key_file: str, keep: bool, as_json: bool, source_deployment: str) -> int:
     """Rehearse a disaster recovery; exit 10 when a check fails or a target is missed."""
     options = DrillOptions(backup=backup_ref, scratch_dsn=scratch_dsn, keep=keep, rto_target=rto_target,
-                           rpo_target=rpo_target, fernet_key_file=fernet_key_file)
+                           rpo_target=rpo_target, fernet_key_file=fernet_key_file,
+                           source_deployment=source_deployment)
     report = run_drill(app.settings(), options, Progress("drill"))
     measured = (("rto_seconds", report.rto_seconds), ("rpo_seconds", report.rpo_seconds),
                 ("rto_live_seconds", getattr(report, "rto_live_seconds", None)),

@@ -14,16 +14,9 @@ from afbackup.errors import ExitCode, UsageError
 from afbackup.lock import StoreLock, break_lock, describe_holder
 from afbackup.manifest import iso
 from afbackup.pins import pin_backup, unpin_backup
-from afbackup.prune import (
-    DELETE,
-    PrunePlan,
-    PruneResult,
-    execute_prune,
-    plan_prune,
-    require_policy,
-    signature_checker,
-)
+from afbackup.prune import DELETE, PrunePlan, PruneResult, execute_prune, plan_prune, require_policy
 from afbackup.storage import open_store
+from afbackup.trust import Trust
 
 
 @click.command()
@@ -38,13 +31,13 @@ def prune(app: AppContext, dry_run: bool, confirm: bool, as_json: bool) -> int:
     cfg = app.settings().config
     require_policy(cfg.retention)  # refuse before taking the lock or reading anything
     store = open_store(cfg.storage)
-    distrust = signature_checker(store, cfg.encryption)
+    trust = Trust.from_config(cfg)
     if not confirm:
-        plan = plan_prune(store, cfg.retention, app.clock.now(), distrust=distrust)
+        plan = plan_prune(store, cfg.retention, app.clock.now(), trust=trust)
         _report(plan, None, as_json)
         return 0
     with StoreLock(store, "prune", ttl=cfg.backup.lock_ttl, clock=app.clock.now) as lock:
-        plan = plan_prune(store, cfg.retention, app.clock.now(), lock, distrust)
+        plan = plan_prune(store, cfg.retention, app.clock.now(), lock, trust=trust)
         result = execute_prune(store, plan, lock=lock)
     app.record(extra={"deleted": len(result.deleted), "kept": len(plan.backups) - len(result.deleted),
                       "cleaned": len(result.cleaned), "locked": len(result.locked), "failures": len(result.failures)})
@@ -83,8 +76,12 @@ def plan_lines(plan: PrunePlan) -> list[str]:
         lines.append("unfinished uploads:")
         lines += [f"{u.upload.key}  {'abort' if u.abort else 'keep'}  {u.reason}" for u in plan.uploads]
     if plan.damaged:
-        lines.append("damaged backups (reported, never deleted automatically):")
+        lines.append("untrusted or damaged backups (reported, never deleted automatically):")
         lines += [f"{i.backup_id:<24} {'; '.join(i.reasons)}" for i in plan.damaged]
+    if plan.unexpected_tombstones:
+        lines.append("unexpected prune tombstones (deleting.json) next to kept backups, ignored (not written by "
+                     "this prune's plan):")
+        lines += [f"{backup_id:<24} kept, listed and restorable" for backup_id in plan.unexpected_tombstones]
     return lines
 
 
@@ -121,7 +118,8 @@ def result_line(plan: PrunePlan, result: PruneResult) -> str:
 @pass_app
 def pin(app: AppContext, backup_ref: str, reason: str) -> int:
     """Keep a complete backup (an id or `latest`) forever: prune never deletes a pinned backup."""
-    outcome = pin_backup(open_store(app.settings().config.storage), backup_ref, reason=reason)
+    cfg = app.settings().config
+    outcome = pin_backup(open_store(cfg.storage), backup_ref, reason=reason, trust=Trust.from_config(cfg))
     if outcome.changed:
         emit(f"pinned {outcome.backup_id}")
     else:

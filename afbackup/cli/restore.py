@@ -29,13 +29,17 @@ def _confirm(question: str) -> bool:
 @click.option("--pause-dags", is_flag=True, help="Leave every DAG paused (reports which were active).")
 @click.option("--migrate", is_flag=True, help="Run `airflow db migrate` when the backup's schema is older.")
 @click.option("--jobs", type=click.IntRange(1, 32), default=None, help="Parallel pg_restore jobs ([restore] jobs).")
+@click.option("--source-deployment", metavar="NAME", default="",
+              help="Accept a backup of this deployment ([backup] name of its source): a deliberate migration.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @pass_app
 def restore(app: AppContext, backup_ref: str, target_dsn: str, only: str | None, clean: bool, yes: bool,
-            dry_run: bool, pause_dags: bool, migrate: bool, jobs: int | None, as_json: bool) -> int:
+            dry_run: bool, pause_dags: bool, migrate: bool, jobs: int | None, as_json: bool,
+            source_deployment: str) -> int:
     """Restore a backup (an id or `latest`): verified before anything reaches the target."""
     options = RestoreOptions(backup=backup_ref, target_dsn=target_dsn, parts=parse_parts(only), clean=clean,
-                             yes=yes, dry_run=dry_run, pause_dags=pause_dags, migrate=migrate, jobs=jobs)
+                             yes=yes, dry_run=dry_run, pause_dags=pause_dags, migrate=migrate, jobs=jobs,
+                             source_deployment=source_deployment)
     report = run_restore(app.settings(), options, confirm=_confirm, progress=Progress("restore"))
     if as_json:
         emit_json(report.as_dict())

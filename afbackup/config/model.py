@@ -136,6 +136,7 @@ class EncryptionConfig(Section):
     sign_with: Fingerprint | Literal[""] = ""
     trusted_signers: tuple[Fingerprint, ...] = ()
     require_signature: bool | None = None
+    fernet_recipients: tuple[Fingerprint, ...] = ()
     passphrase_file: str = ""
     passphrase_command: tuple[str, ...] = ()
 
@@ -147,10 +148,15 @@ class EncryptionConfig(Section):
 
     @property
     def signatures_required(self) -> bool:
-        """Manifests must carry a trusted signature (default: when trusted_signers is set)."""
-        if self.require_signature is None:
-            return bool(self.trusted_signers)
-        return self.require_signature
+        """Manifests must carry a trusted signature: always, unless ``require_signature = false``."""
+        return self.require_signature is not False
+
+    @property
+    def signers(self) -> tuple[str, ...]:
+        """The keys whose manifest signatures are trusted: ``trusted_signers``, else ``sign_with``."""
+        if self.trusted_signers:
+            return self.trusted_signers
+        return (self.sign_with,) if self.sign_with else ()
 
 
 class RetentionConfig(Section):
@@ -194,6 +200,7 @@ class DrillConfig(Section):
 
 class CheckConfig(Section):
     max_age: Duration = 26 * 3600.0
+    signer_expiry_warning: Duration = 30 * 86400.0
 
 
 class Config(Section):

@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 from afbackup.config import Settings
 from afbackup.crypto import Gpg
 from afbackup.errors import ConfigError, IntegrityError, RestoreError, UsageError
+from afbackup.fernet_escrow import unseal
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.sources.airflow import AirflowAgent
 from afbackup.storage import open_store
+from afbackup.trust import Trust
 from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
 
 if TYPE_CHECKING:
@@ -64,7 +66,9 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     started = time.monotonic()
     cfg = settings.config
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    manifest = trusted_manifest(store, options.backup, gpg, cfg.encryption).complete_manifest
+    record = trusted_manifest(store, options.backup,
+                              Trust.from_config(cfg, source_deployment=options.source_deployment))
+    manifest = record.complete_manifest
     ctx = prepare_restore(cfg, manifest, options)
     report = RestoreReport(manifest.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
     if options.dry_run:
@@ -77,6 +81,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
         progress.stage("restore: download → gpg → zstd → spool")
         contents = read_archive(store, manifest, gpg, sinks, progress.advance)
         progress.close()
+        if unseal(contents.members, gpg):  # the Fernet key sealed to encryption.fernet_recipients, in memory
+            report.steps.append("decrypted the source Fernet key (sealed to encryption.fernet_recipients)")
         ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
         report.steps.append(f"verified {manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")

@@ -31,6 +31,7 @@ class RestoreOptions:
     pause_dags: bool = False
     migrate: bool = False
     jobs: int | None = None
+    source_deployment: str = ""  # restore a backup of this deployment (a deliberate migration)
 
 
 @dataclasses.dataclass

@@ -56,6 +56,10 @@ class AlreadyExists(StorageError):
     """A create-only write found the key taken (e.g. a lock held by another run)."""
 
 
+class Conflict(StorageError):
+    """A conditional write or delete (``if_match``) found the object changed or gone."""
+
+
 class ObjectStore(Protocol):
     url: str
 
@@ -65,10 +69,17 @@ class ObjectStore(Protocol):
         """Stream ``reader`` to ``key`` (multipart). On any failure nothing stays visible at ``key``."""
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = True,
-                  retention: Retention | None = None) -> StoredObject:
-        """Write a small object; with ``create_only`` raise ``AlreadyExists`` if ``key`` exists."""
+                  retention: Retention | None = None, if_match: str = "") -> StoredObject:
+        """Write a small object; with ``create_only`` raise ``AlreadyExists`` if ``key`` exists;
+        with ``if_match`` replace it only if its ETag is still that (else ``Conflict``)."""
 
     def get_bytes(self, key: str, *, limit: int = 64 << 20) -> bytes: ...
+
+    def get_object(self, key: str, *, limit: int = 64 << 20) -> tuple[bytes, StoredObject]:
+        """One read: the bytes and, from the same response, the object's ETag and version id."""
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete ``key`` only if its ETag is still ``etag``; raise ``Conflict`` otherwise."""
 
     def open_read(self, key: str, *, version_id: str = "") -> Readable: ...
 

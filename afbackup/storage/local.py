@@ -4,12 +4,21 @@ Writes go to a hidden temporary file that is fsynced and then renamed (or,
 for create-only objects, hard-linked, which fails atomically if the name
 exists), so a reader never sees half an object. Temporary files left by a
 killed run are reported as pending uploads, and ``prune`` removes them.
+
+ETags are the SHA-256 of the content (small objects only: ``get_object`` and
+``put_bytes`` compute them). Conditional replace and delete (``if_match``,
+the lock's takeover, refresh and release) compare and act while holding an
+exclusive ``flock`` on ``<root>/.afbackup-cas.lock``, so two runs can never
+both replace the same version; create-only writes stay an atomic hard link.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
@@ -18,11 +27,16 @@ from pathlib import Path
 from typing import IO
 
 from afbackup.errors import AfbackupError, NotFoundError, StorageError
-from afbackup.storage.base import AlreadyExists, DeleteFailure, PendingUpload, Retention, StoredObject
+from afbackup.storage.base import AlreadyExists, Conflict, DeleteFailure, PendingUpload, Retention, StoredObject
 from afbackup.streams import Readable
 
 PARTIAL = ".partial-"
 COPY_CHUNK = 1 << 20
+CAS_LOCK = ".afbackup-cas.lock"
+
+
+def content_etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 class LocalStore:
@@ -73,7 +87,7 @@ class LocalStore:
         return stored
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = True,
-                  retention: Retention | None = None) -> StoredObject:
+                  retention: Retention | None = None, if_match: str = "") -> StoredObject:
         path = self._path(key)
         temp = self._temp_for(path)
         try:
@@ -81,7 +95,11 @@ class LocalStore:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            if create_only:
+            if if_match:
+                with self._cas():
+                    self._require_etag(key, if_match)
+                    os.replace(temp, path)
+            elif create_only:
                 os.link(temp, path)  # atomic create-only: fails if the name exists
             else:
                 os.replace(temp, path)
@@ -92,7 +110,38 @@ class LocalStore:
             raise StorageError(f"writing {path} failed: {exc.strerror}", stage="storage") from None
         finally:
             temp.unlink(missing_ok=True)
-        return StoredObject(key, len(data))
+        return StoredObject(key, len(data), content_etag(data))
+
+    @contextlib.contextmanager
+    def _cas(self) -> Iterator[None]:
+        """Serialize compare-and-swap operations on this store (an exclusive flock)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / CAS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _require_etag(self, key: str, etag: str) -> None:
+        try:
+            current = content_etag(self._path(key).read_bytes())
+        except FileNotFoundError:
+            raise Conflict(f"{key} is gone since it was read", stage="storage") from None
+        if current != etag:
+            raise Conflict(f"{key} changed since it was read (ETag {etag})", stage="storage")
+
+    def get_object(self, key: str, *, limit: int = 64 << 20) -> tuple[bytes, StoredObject]:
+        data = self.get_bytes(key, limit=limit)
+        return data, StoredObject(key, len(data), content_etag(data))
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        with self._cas():
+            self._require_etag(key, etag)
+            try:
+                self._path(key).unlink()
+            except OSError as exc:
+                raise StorageError(f"deleting {key} failed: {exc.strerror}", stage="storage") from None
 
     def get_bytes(self, key: str, *, limit: int = 64 << 20) -> bytes:
         with self.open_read(key) as fh:
@@ -119,7 +168,7 @@ class LocalStore:
     def list(self, prefix: str) -> Iterator[StoredObject]:
         for path in sorted(self._walk(prefix)):
             key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix) and PARTIAL not in path.name:
+            if key.startswith(prefix) and PARTIAL not in path.name and key != CAS_LOCK:
                 obj = self.head(key)
                 if obj:
                     yield obj

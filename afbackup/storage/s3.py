@@ -3,7 +3,8 @@
 Streaming uploads use s3transfer's multipart upload from a non-seekable
 reader: memory is about ``(concurrency + in-memory chunks) × part_size``, and
 an exception from ``read()`` makes s3transfer abort the multipart upload.
-Small create-only objects (manifests, locks) use ``put_object(IfNoneMatch="*")``.
+Small create-only objects (manifests, locks) use ``put_object(IfNoneMatch="*")``; the lock's takeover,
+refresh and release are conditional on its ETag (``IfMatch`` on PUT and DELETE).
 botocore errors become ``StorageError`` here, and nowhere else.
 """
 
@@ -22,13 +23,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from afbackup.config.model import StorageConfig
 from afbackup.errors import AfbackupError, NotFoundError, StorageError
-from afbackup.storage.base import AlreadyExists, DeleteFailure, PendingUpload, Retention, StoredObject
+from afbackup.storage.base import AlreadyExists, Conflict, DeleteFailure, PendingUpload, Retention, StoredObject
 from afbackup.storage.reader import ResumingReader
 from afbackup.streams import Readable
 
 logger = logging.getLogger(__name__)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+_PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 
 def _describe_error(exc: Exception) -> tuple[str, str]:
@@ -98,14 +100,19 @@ class S3Store:
         return stored
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = True,
-                  retention: Retention | None = None) -> StoredObject:
+                  retention: Retention | None = None, if_match: str = "") -> StoredObject:
         args = {"Bucket": self.bucket, "Key": self._key(key), "Body": data, **self._lock_args(retention)}
-        if create_only:
+        if if_match:
+            args["IfMatch"] = _quoted(if_match)
+        elif create_only:
             args["IfNoneMatch"] = "*"
         try:
             response = self.client.put_object(**args)
         except ClientError as exc:
-            if _describe_error(exc)[0] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            code = _describe_error(exc)[0]
+            if if_match and (code in _PRECONDITION or code in _NOT_FOUND):
+                raise Conflict(f"{key} changed since it was read (ETag {if_match})", stage="storage") from None
+            if code in _PRECONDITION:
                 raise AlreadyExists(f"{key} already exists", stage="storage") from None
             raise self._error(exc, "write to", key) from None
         except BotoCoreError as exc:
@@ -121,6 +128,28 @@ class S3Store:
         if len(data) > limit:
             raise StorageError(f"{key} is larger than {limit} bytes", stage="storage")
         return data
+
+    def get_object(self, key: str, *, limit: int = 64 << 20) -> tuple[bytes, StoredObject]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            data = response["Body"].read(limit + 1)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "read of", key) from None
+        if len(data) > limit:
+            raise StorageError(f"{key} is larger than {limit} bytes", stage="storage")
+        return data, StoredObject(key, len(data), response.get("ETag", "").strip('"'),
+                                  response.get("VersionId", "") or "", response.get("LastModified"))
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=_quoted(etag))
+        except ClientError as exc:
+            code = _describe_error(exc)[0]
+            if code in _PRECONDITION or code in _NOT_FOUND:
+                raise Conflict(f"{key} changed or is gone since it was read (ETag {etag})", stage="storage") from None
+            raise self._error(exc, "conditional delete of", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "conditional delete of", key) from None
 
     def open_read(self, key: str, *, version_id: str = "") -> Readable:
         def fetch(offset: int, etag: str) -> tuple[Any, str]:
@@ -198,3 +227,7 @@ class S3Store:
         if meta.get("ObjectLockMode") and until and until > dt.datetime.now(dt.UTC):
             return Retention(meta["ObjectLockMode"], until)
         return None
+
+
+def _quoted(etag: str) -> str:
+    return etag if etag.startswith('"') else f'"{etag}"'

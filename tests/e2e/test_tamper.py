@@ -41,10 +41,11 @@ def _replace(env, cfg, key, data: bytes) -> None:
     env.s3.client().put_object(Bucket=bucket_of(cfg), Key=key, Body=data)
 
 
-def _verify_and_restore(env, path, *extra_config):
+def _verify_and_restore(env, path, ref: str = "latest"):
+    """verify and restore ``ref`` (an untrusted backup is never `latest`: name it to see why it is refused)."""
     target = env.unique("untouched_")
-    verify = env.afbackup(path, "verify", "--json")
-    restore = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target), "--yes")
+    verify = env.afbackup(path, "verify", ref, "--json")
+    restore = env.afbackup(path, "restore", ref, "--target-dsn", env.pg.dsn(target), "--yes")
     exists = env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (target,))
     return verify, restore, exists
 
@@ -80,33 +81,37 @@ def test_missing_private_key_fails_with_7(env, backed_up):
 
 
 def test_manifest_signed_by_an_untrusted_key_fails_with_7(env, backed_up, tmp_path):
-    cfg, path, _, prefix = backed_up
+    cfg, path, backup_id, prefix = backed_up
     manifest = tmp_path / "manifest.json"
     manifest.write_bytes(_object(env, cfg, prefix + "manifest.json"))
     stranger = env.keys.fingerprints["stranger"]
     env.keys.gpg("--local-user", stranger, "--detach-sign", "--output", str(tmp_path / "sig"), str(manifest))
     _replace(env, cfg, prefix + "manifest.json.sig", (tmp_path / "sig").read_bytes())
-    verify, restore, target_exists = _verify_and_restore(env, path)
+    verify, restore, target_exists = _verify_and_restore(env, path, backup_id)
     assert verify.returncode == 7 and "not in encryption.trusted_signers" in verify.stderr
     assert restore.returncode == 7 and target_exists == []
 
 
 def test_altered_manifest_fails_its_signature(env, backed_up):
-    cfg, path, _, prefix = backed_up
+    cfg, path, backup_id, prefix = backed_up
     doc = json.loads(_object(env, cfg, prefix + "manifest.json"))
     doc["scope"]["row_counts"]["dag_run"] += 1
     _replace(env, cfg, prefix + "manifest.json", json.dumps(doc).encode())
-    verify, restore, target_exists = _verify_and_restore(env, path)
+    verify, restore, target_exists = _verify_and_restore(env, path, backup_id)
     assert verify.returncode == 7 and "signature" in verify.stderr
     assert restore.returncode == 7 and target_exists == []
 
 
 def test_unsigned_manifest_refused_when_signatures_are_required(env, backed_up):
-    cfg, path, _, prefix = backed_up
+    cfg, path, backup_id, prefix = backed_up
     env.s3.client().delete_object(Bucket=bucket_of(cfg), Key=prefix + "manifest.json.sig")
-    verify, restore, target_exists = _verify_and_restore(env, path)
+    verify, restore, target_exists = _verify_and_restore(env, path, backup_id)
     assert verify.returncode == 7 and "not signed" in verify.stderr
     assert restore.returncode == 7 and target_exists == []
+    # AND `latest` never picks it: there is no trusted backup left
+    verify, restore, target_exists = _verify_and_restore(env, path)
+    assert verify.returncode == 8 and "1 untrusted or damaged" in verify.stderr
+    assert restore.returncode == 8 and target_exists == []
 
 
 def test_unsigned_manifest_with_a_wrong_copy_inside_fails_with_8(env, backed_up):

@@ -106,7 +106,9 @@ class Environment:
             "encryption": {"recipients": [self.keys.fingerprints["backup"]],
                            "gnupghome": str((self.keys if private_keys else self.backup_keys).home),
                            "sign_with": self.keys.fingerprints["signer"] if sign else "",
-                           "trusted_signers": [self.keys.fingerprints["signer"]] if sign else []},
+                           "trusted_signers": [self.keys.fingerprints["signer"]] if sign else [],
+                           # unsigned backups must be trusted explicitly (the opt-out)
+                           **({} if sign else {"require_signature": False})},
         }
         for section, values in sections.items():
             merged = copy.deepcopy(cfg.get(section, {}))

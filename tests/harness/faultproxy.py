@@ -38,6 +38,10 @@ def complete_upload() -> Callable[[str, dict], bool]:
     return lambda method, q: method == "POST" and "uploadId" in q
 
 
+def get_key(suffix: str) -> Callable[[str, dict], bool]:
+    return lambda method, q, s=suffix: method == "GET" and q.get("__path__", [""])[0].endswith(s)
+
+
 def put_key(suffix: str) -> Callable[[str, dict], bool]:
     return lambda method, q, s=suffix: method == "PUT" and q.get("__path__", [""])[0].endswith(s)
 
@@ -48,6 +52,9 @@ class FaultProxy:
         self.upstream = (parsed.hostname, parsed.port)
         self.faults: list[Fault] = []
         self.fired: list[str] = []
+        self.seen: list[str] = []  # "METHOD path" of every request relayed
+        # (matches, action): run ``action`` once after relaying a matching request, before answering it
+        self.after: list[tuple[Callable[[str, dict], bool], Callable[[], None]]] = []
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -77,6 +84,15 @@ class FaultProxy:
                 return fault
         return None
 
+    def _after(self, method: str, path: str) -> None:
+        self.seen.append(f"{method} {urllib.parse.urlparse(path).path}")
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query, keep_blank_values=True)
+        query["__path__"] = [urllib.parse.urlparse(path).path]
+        for hook in list(self.after):
+            if hook[0](method, query):
+                self.after.remove(hook)
+                hook[1]()
+
     def _handler(self):
         proxy = self
 
@@ -103,6 +119,7 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
+                proxy._after(self.command, self.path)
                 self.send_response(response.status)
                 head = self.command == "HEAD"
                 for key, value in response.getheaders():

@@ -59,9 +59,9 @@ def make_keyring(names: tuple[str, ...] = ("backup", "signer", "stranger"), base
         protection = ["--passphrase", passphrase, "--pinentry-mode", "loopback"] if passphrase \
             else ["--passphrase", "", "--pinentry-mode", "loopback"]
         uid = f"afbackup test {name} <{name}@afbackup.invalid>"
-        ring.gpg(*protection, "--quick-gen-key", uid, "ed25519", "sign", "1d")
+        ring.gpg(*protection, "--quick-gen-key", uid, "ed25519", "sign", "1y")
         fpr = _fingerprint(ring, uid)
-        ring.gpg(*protection, "--quick-add-key", fpr, "cv25519", "encr", "1d")
+        ring.gpg(*protection, "--quick-add-key", fpr, "cv25519", "encr", "1y")
         ring.fingerprints[name] = fpr
     return ring
 

@@ -232,8 +232,12 @@ def test_delete_failures_are_errors_after_the_rest_was_attempted(store):
     result = execute_prune(Wrapped(store, failing={bad}), plan_prune(store, POLICY, NOW))
     assert not result.ok and [f.key for f in result.failures] == [bad]
     assert result.deleted == [complete[3], complete[2]]
-    # AND the backup whose data could not go no longer looks complete (its tombstone went first)
-    assert complete[4] not in [r.backup_id for r in list_backups(store)]
+    # AND the backup whose data could not go is still whole: it stays listed (its tombstone is reported as
+    # unexpected, not obeyed), and the next prune, whose plan deletes it again, finishes the job
+    assert complete[4] in [r.backup_id for r in list_backups(store)]
+    again = plan_prune(store, POLICY, NOW)
+    assert [i.backup_id for i in again.deletions] == [complete[4]]
+    assert execute_prune(store, again).deleted == [complete[4]]
 
 
 def test_a_backup_pinned_after_the_plan_is_not_deleted(store):
@@ -292,7 +296,8 @@ def test_break_lock_removes_only_a_stale_lock_unless_forced(store):
 
 def _config(tmp_path, retention: str = "keep_last = 2\nmin_keep = 1\n"):
     path = tmp_path / f"afbackup-{len(retention)}.toml"
-    path.write_text(f'[storage]\nurl = "file://{tmp_path}/store"\n[retention]\n{retention}')
+    path.write_text(f'[storage]\nurl = "file://{tmp_path}/store"\n[encryption]\nrequire_signature = false\n'
+                    f'[retention]\n{retention}')
     return str(path)
 
 
