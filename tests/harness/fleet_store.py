@@ -23,7 +23,7 @@ from tests.harness.manifests import manifest_doc as base_manifest_doc
 def manifest_doc(backup_id: str, name: str, started: dt.datetime, finished: dt.datetime, size: int) -> dict:
     """A valid stored manifest (the shared test factory) for one synthetic backup of deployment ``name``."""
     return base_manifest_doc(
-        backup_id=backup_id, name=name, labels={}, host="bench", started_at=mf.iso(started),
+        backup_id=backup_id, name=name, deployment=name, labels={}, host="bench", started_at=mf.iso(started),
         finished_at=mf.iso(finished), exports=None,
         objects=[{"key": mf.ARCHIVE_NAME, "size": size, "sha256": SHA, "etag": "", "version_id": ""}])
 

@@ -15,7 +15,7 @@ def manifest_doc(**changes: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION,
         "tool": {"name": "afbackup", "version": "0.1.0"},
-        "backup_id": "20261124T040001Z-3f9a1c", "name": "airflow", "labels": {"env": "prod"},
+        "backup_id": "20261124T040001Z-3f9a1c", "name": "airflow", "deployment": "airflow", "labels": {"env": "prod"},
         "status": "complete", "started_at": "2026-11-24T04:00:01.000Z", "host": "backup-pod",
         "finished_at": "2026-11-24T04:00:09.500Z",
         "airflow": {"major": 3, "schema_revision": "29ce7909c52b", "schema_release": "3.0.0", "fab_revision": None,
@@ -32,7 +32,8 @@ def manifest_doc(**changes: Any) -> dict[str, Any]:
                             {"name": "manifest.json", "size": 99, "sha256": SHA}],
         "archive": {"format": "tar", "compression": "zstd", "compression_level": 3, "encryption": "openpgp",
                     "dump_part_size": 8 << 20},
-        "encryption": {"recipients": ["0123456789ABCDEF0123456789ABCDEF01234567"], "signer": None},
+        "encryption": {"recipients": ["0123456789ABCDEF0123456789ABCDEF01234567"], "signer": None,
+                       "fernet_recipients": None},
         "exit_codes": {"pg_dump": 0, "gpg": 0, "airflow_agent": 0},
         "object_lock": None,
         "objects": [{"key": mf.ARCHIVE_NAME, "size": 4096, "sha256": SHA, "etag": "abc", "version_id": ""}],

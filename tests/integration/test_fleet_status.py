@@ -15,6 +15,7 @@ from afbackup import manifest as mf
 from afbackup.cli import run
 from afbackup.config import load_fleet
 from afbackup.fleet import DeploymentFacts, assess, fleet_status, trend, worst
+from afbackup.lock import WRITER_LOCK
 from afbackup.storage import open_store
 from tests.harness import fleet_store as fs
 
@@ -34,7 +35,8 @@ def _restore_logging():
 def fleet(tmp_path: Path) -> tuple[Path, Path]:
     stores = tmp_path / "stores"
     names = ["fresh", "stale", "drill-failed", "locked", "missing", "damaged", "failing"]
-    lines = ['[check]\nmax_age = "26h"\n[airflow]\nexecutor = "none"\n']
+    # synthetic manifests are unsigned: the explicit opt-out (signed stores are tested below)
+    lines = ['[check]\nmax_age = "26h"\n[airflow]\nexecutor = "none"\n[encryption]\nrequire_signature = false\n']
     for name in names:
         (stores / name).mkdir(parents=True)
         lines.append(f'[deployments.{name}.storage]\nurl = "file://{stores / name}"\n')
@@ -127,7 +129,8 @@ class CountingStore:
 def test_reads_one_manifest_per_deployment_however_many_backups(tmp_path):
     fs.daily_history(tmp_path / "s", "a", NOW, 60, newest_age=HOUR)
     config = tmp_path / "c.toml"
-    config.write_text(f'[backup]\nname = "a"\n[storage]\nurl = "file://{tmp_path / "s"}"\n')
+    config.write_text(f'[backup]\nname = "a"\n[storage]\nurl = "file://{tmp_path / "s"}"\n'
+                      '[encryption]\nrequire_signature = false\n')
     stores = []
 
     def opener(cfg):
@@ -135,9 +138,14 @@ def test_reads_one_manifest_per_deployment_however_many_backups(tmp_path):
         return stores[0]
     (status,) = fleet_status(load_fleet(config, environ={}), NOW, open_store=opener)
     assert status.ok
-    gets = [key for name, key in stores[0].calls if name == "get_bytes"]
-    assert gets == [mf.key_of(status.facts.newest_id, mf.MANIFEST_NAME)]
-    assert [key for name, key in stores[0].calls if name == "list"] == [mf.BACKUPS, "v1/drills/"]
+    reads = [key for name, key in stores[0].calls if name in ("get_bytes", "get_object")]
+    newest = status.facts.newest_id
+    # one manifest (and at most its signature) of 60 backups: the history comes from the listing
+    assert [key for key in reads if key.endswith(mf.MANIFEST_NAME)] == [mf.key_of(newest, mf.MANIFEST_NAME)]
+    assert set(reads) <= {mf.key_of(newest, mf.MANIFEST_NAME), mf.key_of(newest, mf.SIGNATURE_NAME), WRITER_LOCK}
+    lists = [key for name, key in stores[0].calls if name == "list"]
+    # the store's listing, the drills', and at most the newest backup's own folder (its signature)
+    assert set(lists) <= {mf.BACKUPS, "v1/drills/", mf.backup_prefix(newest)} and len(lists) <= 3
 
 
 def test_assess_and_worst_are_pure():
@@ -168,7 +176,8 @@ def test_an_unreachable_store_is_exit_6_for_that_deployment_only(tmp_path, capsy
     good = tmp_path / "good"
     fs.daily_history(good, "good", NOW, 3, newest_age=HOUR)
     config = tmp_path / "c.toml"
-    config.write_text(f'[deployments.good.storage]\nurl = "file://{good}"\n'
+    config.write_text('[encryption]\nrequire_signature = false\n'
+                      f'[deployments.good.storage]\nurl = "file://{good}"\n'
                       f'[deployments.gone.storage]\nurl = "s3://nowhere/gone"\n'
                       f'endpoint_url = "http://127.0.0.1:{free_port()}"\nretries = 0\n')
     assert run(["--config", str(config), "fleet", "status", "--json"]) == 6

@@ -71,7 +71,7 @@ def test_a_dead_runs_lock_is_taken_over_once_its_ttl_has_passed_on_the_clock(sto
 def test_the_cli_compares_against_the_clock_it_is_given(store, tmp_path, capsys):
     # GIVEN a dead run's lock that expires 3 s after it was taken, "now"
     config = tmp_path / "afbackup.toml"
-    config.write_text(f'[storage]\nurl = "file://{tmp_path}/store"\n')
+    config.write_text(f'[storage]\nurl = "file://{tmp_path}/store"\n[encryption]\nrequire_signature = false\n')
     taken = SYSTEM_CLOCK.now()
     dead_lock(store, taken)
     # WHEN break-lock --yes runs on a clock 1 s later, the lock is live: refused (exit 9), kept
@@ -87,7 +87,7 @@ def test_the_cli_compares_against_the_clock_it_is_given(store, tmp_path, capsys)
 def test_list_shows_an_attempt_running_only_while_its_lock_is_live_on_the_clock(store, tmp_path, capsys):
     # GIVEN an attempt whose backup took the lock at t0 and died
     config = tmp_path / "afbackup.toml"
-    config.write_text(f'[storage]\nurl = "file://{tmp_path}/store"\n')
+    config.write_text(f'[storage]\nurl = "file://{tmp_path}/store"\n[encryption]\nrequire_signature = false\n')
     t0 = SYSTEM_CLOCK.now().replace(microsecond=0)
     backup_id = mf.new_backup_id(t0)
     store.put_bytes(mf.key_of(backup_id, mf.ATTEMPT_NAME), json.dumps({"started_at": mf.iso(t0)}).encode())
