@@ -34,6 +34,7 @@ from afbackup.preflight import SourcePlan, plan_source
 from afbackup.procs import ChildProcess, child_env
 from afbackup.progress import Progress
 from afbackup.sources.airflow import AirflowAgent, AirflowExports, check_export_counts, export_all, resolve_python
+from afbackup.sources.deployment import environment_record, fill_catchup_default, read_snapshot_facts
 from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv, pg_dump_hint
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore, Retention
@@ -172,25 +173,28 @@ def _archive_chunks(run: _Run, dump: ChildProcess, counts, exports, lock: StoreL
     writer = TarWriter(run.started.timestamp())
     yield from writer.add_parts(DUMP_BASENAME, dump.stdout.readinto, DUMP_PART_SIZE)
     dump.finish()
-    row_counts = counts.result()
+    row_counts, facts = counts.result()
     exported: AirflowExports | None = exports.result() if exports else None
     if exported:
         check_export_counts(exported, row_counts)
         for name, data in {**exported.files, **exported.secret_members}.items():
             yield from writer.add_bytes(f"airflow/{name}", data)
     lock.check()
-    inner.update(_manifest_doc(run, row_counts, exported, [m.as_dict() for m in writer.members]))
+    inner.update(_manifest_doc(run, row_counts, exported, [m.as_dict() for m in writer.members], facts))
     yield from writer.add_bytes(mf.ARCHIVE_MANIFEST_MEMBER, mf.dump_manifest(inner))
     yield writer.end()
 
 
-def _count_rows(snapshot: Snapshot, plan: SourcePlan) -> dict[str, int]:
+def _count_rows(snapshot: Snapshot, plan: SourcePlan) -> tuple[dict[str, int], dict[str, Any]]:
+    """Row counts, then the in-flight work, schedules and deployment facts: all in the dump's snapshot."""
     import psycopg
 
     try:
-        return snapshot.count_rows(plan.scope.schema, plan.scope.data_tables)
+        counts = snapshot.count_rows(plan.scope.schema, plan.scope.data_tables)
     except psycopg.Error as exc:
         raise SourceError(f"counting rows failed: {str(exc).strip()}", stage="row counts") from None
+    return counts, read_snapshot_facts(snapshot.conn, plan.scope.schema, plan.catalog.tables,
+                                       plan.scope.data_tables)
 
 
 def _widen_pipe(pipe) -> None:
@@ -204,9 +208,10 @@ def _widen_pipe(pipe) -> None:
 
 
 def _manifest_doc(run: _Run, row_counts: dict[str, int], exported: AirflowExports | None,
-                  members: list[dict]) -> dict[str, Any]:
+                  members: list[dict], facts: Mapping[str, Any]) -> dict[str, Any]:
     plan, cfg = run.plan, run.cfg
     info = dict(exported.info) if exported else {}
+    environment = environment_record(facts, info if exported else None)
     return {
         "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION,
         "tool": {"name": "afbackup", "version": afbackup.__version__},
@@ -222,6 +227,8 @@ def _manifest_doc(run: _Run, row_counts: dict[str, int], exported: AirflowExport
                   "exclude_data": list(cfg.database.exclude_data), "include": list(cfg.database.include)},
         "exports": dict(exported.counts) if exported else None,
         "not_captured": _not_captured(info, exported is not None),
+        "in_flight": facts.get("in_flight"), "environment": environment,
+        "active_dags": fill_catchup_default(facts.get("active_dags"), environment["catchup_by_default"]),
         "archive_members": members,
         "archive": {"format": "tar", "compression": CODEC, "compression_level": cfg.backup.compression_level,
                     "encryption": "openpgp", "dump_part_size": DUMP_PART_SIZE},

@@ -74,6 +74,18 @@ class ObjectInfo(Model):
     version_id: str = ""
 
 
+class InFlightRecord(Model):
+    """Work in flight in the dump's snapshot (afbackup/inflight.py); absent from backups before it existed."""
+
+    task_instances: int = Field(ge=0)
+    dag_runs: int = Field(ge=0)
+    triggers: int = Field(ge=0)
+    by_dag: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tasks: list[dict[str, Any]] = Field(default_factory=list)  # at most inflight.LISTED_TASKS
+    tasks_truncated: bool = False
+    not_captured: list[str] = Field(default_factory=list)
+
+
 class Manifest(Model):
     """The fields afbackup relies on; everything else is carried along unchanged."""
 
@@ -90,6 +102,9 @@ class Manifest(Model):
     postgres: dict[str, Any]
     encryption: dict[str, Any]
     exports: dict[str, Any] | None = None
+    in_flight: InFlightRecord | None = None
+    active_dags: list[dict[str, Any]] | None = None  # schedules of the unpaused DAGs (afbackup/catchup.py)
+    environment: dict[str, Any] | None = None  # what the DB does not hold (afbackup/sources/deployment.py)
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property

@@ -26,7 +26,7 @@ from afbackup.config import Settings
 from afbackup.crypto import Gpg
 from afbackup.errors import ConfigError, IntegrityError, RestoreError, UsageError
 from afbackup.progress import Progress
-from afbackup.restore import airflow_steps, secrets_check, target
+from afbackup.restore import airflow_steps, handover, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.storage import open_store
@@ -45,6 +45,10 @@ class RestoreReport:
     dry_run: bool = False
     steps: list[str] = dataclasses.field(default_factory=list)
     paused_dags: list[str] = dataclasses.field(default_factory=list)
+    in_flight: dict[str, Any] | None = None  # as counted at backup time (afbackup/inflight.py)
+    reconciled: dict[str, Any] | None = None  # what --in-flight changed
+    catchup: list[dict[str, Any]] | None = None  # runs due per DAG active at backup time
+    environment: dict[str, Any] | None = None  # restore/environment_check.py: errors, warnings
     fernet: dict[str, Any] | None = None
     imported: dict[str, int] | None = None
     seconds: float = 0.0
@@ -62,7 +66,10 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     ctx = prepare_restore(cfg, record.manifest, options)
     report = RestoreReport(record.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
     if options.dry_run:
-        report.dry_run, report.plan = True, describe_plan(ctx)
+        report.dry_run = True
+        if "db" in options.parts:
+            handover.record(ctx, report)
+        report.plan = describe_plan(ctx) + (handover.plan_lines(ctx, report) if "db" in options.parts else [])
         return report
     if ctx.destructive and not options.yes and not confirm(ctx.destructive):
         raise UsageError("restore cancelled: nothing was changed")
@@ -72,6 +79,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
         contents = read_archive(store, record.manifest, gpg, sinks, progress.advance)
         progress.close()
         ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
+        if "db" in options.parts:
+            handover.record(ctx, report)  # and the target deployment can take it (exit 4 if not)
         report.steps.append(f"verified {record.manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")
         if "db" in options.parts:
@@ -79,6 +88,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     if ctx.agent is not None:
         _airflow_steps(ctx, contents, report)
     report.plan = describe_plan(ctx)  # for --json: what was planned (the version check is done by now)
+    if "db" in options.parts:
+        report.plan += handover.plan_lines(ctx, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -100,10 +111,7 @@ def _restore_database(ctx: RestoreContext, dump, spool, report: RestoreReport) -
                              + (f" (+{len(findings) - 10} more)" if len(findings) > 10 else ""),
                              hint="the backup or the load is incomplete; do not start Airflow on this database")
     report.steps.append(f"row counts of {len(ctx.manifest.row_counts)} tables and all sequences check out")
-    if ctx.options.pause_dags:
-        report.paused_dags = target.pause_dags(ctx.options.target_dsn, ctx.password, schema,
-                                               cfg.database.connect_timeout)
-        report.steps.append(f"paused {len(report.paused_dags)} active DAG(s)")
+    handover.settle(ctx, report, ctx.options.target_dsn)  # paused, in-flight work reconciled
 
 
 def _check(ctx: RestoreContext, schema: str):
@@ -133,6 +141,9 @@ def _airflow_steps(ctx: RestoreContext, contents, report: RestoreReport) -> None
         if ctx.schema_action == "migrate":
             airflow_steps.migrate(ctx.agent, where)
             report.steps.append("airflow db migrate")
+        if (report.environment or {}).get("fab_action") == "migrate":
+            airflow_steps.migrate(ctx.agent, where, ("fab-db", "migrate"))
+            report.steps.append("airflow fab-db migrate")
         if ctx.manifest.exports is None:
             logger.warning("backup %s was made without an executor: it carries no Fernet key or exports, so the "
                            "restored connections and variables were not checked", ctx.manifest.backup_id)

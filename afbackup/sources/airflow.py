@@ -34,8 +34,12 @@ EXPORT_FILES = ("connections.json", "variables.json", "pools.json")
 EXPORT_TABLES = {"connections.json": "connection", "variables.json": "variable", "pools.json": "slot_pool"}
 
 
+AGENT_PARTS = ("airflow_agent_env.py", "airflow_agent.py")  # one program; the last part calls main()
+
+
 def agent_source() -> bytes:
-    return resources.files("afbackup.sources").joinpath("airflow_agent.py").read_bytes()
+    package = resources.files("afbackup.sources")
+    return b"\n".join(package.joinpath(part).read_bytes() for part in AGENT_PARTS)
 
 
 def resolve_python(cfg: AirflowConfig) -> list[str]:

@@ -136,6 +136,7 @@ def op_info(request):
         "env_connections": sorted(k[len("AIRFLOW_CONN_"):].lower() for k in env if k.startswith("AIRFLOW_CONN_")),
         "env_variables": sorted(k[len("AIRFLOW_VAR_"):].lower() for k in env if k.startswith("AIRFLOW_VAR_")),
         "secrets_backend": conf.get("secrets", "backend", fallback="") or "",
+        "environment": _environment_or_error(),
     }
 
 
@@ -248,10 +249,15 @@ def _read_pools():
 def op_secrets_check(request):
     """Which connections/variables fail to decrypt, and which connections/variables/pools differ from
     the expected values (names only: values never leave this process)."""
+    from airflow.models.crypto import get_fernet
+
     connections, variables, broken = _read_secrets()
+    triggers, broken["triggers"] = _read_triggers(get_fernet())
     expected = request.get("expected") or {}
     pools = _read_pools()
-    differ = {"connections": [], "variables": [], "pools": []}
+    differ = {"connections": [], "variables": [], "pools": [], "triggers": [
+        trigger_id for trigger_id, digest in (request.get("expected_triggers") or {}).items()
+        if triggers.get(trigger_id) != digest]}
     for name, item in (expected.get("pools") or {}).items():
         got = pools.get(name)
         if got is None or got["slots"] != item.get("slots") or (got["description"] or "") != (
@@ -267,7 +273,8 @@ def op_secrets_check(request):
             differ["variables"].append(key)
     return {"undecryptable": broken, "differ": differ,
             "counts": {"connections": len(connections) + len(broken["connections"]),
-                       "variables": len(variables) + len(broken["variables"]), "pools": len(pools)}}
+                       "variables": len(variables) + len(broken["variables"]), "pools": len(pools),
+                       "triggers": len(triggers) + len(broken["triggers"])}}
 
 
 def _use_fernet_keys(keys):
@@ -302,9 +309,11 @@ def op_fernet_repair(request):
     before = op_secrets_check(request)
     broken = before["undecryptable"]
     result = {"before": before, "reencrypted": False}
-    if (broken["connections"] or broken["variables"]) and request.get("source_keys"):
+    if (broken["connections"] or broken["variables"] or broken["triggers"]) and request.get("source_keys"):
+        expected_triggers = _trigger_digests(_fernet_keys() + request["source_keys"])
         op_fernet_reencrypt(request)
         result["reencrypted"] = True
+        request = dict(request, expected_triggers=expected_triggers)
     result["after"] = op_secrets_check(request) if result["reencrypted"] else before
     return result
 
@@ -342,6 +351,7 @@ def op_cli(request):
 OPERATIONS = {
     "info": op_info, "export": op_export, "cli": op_cli, "schema": op_schema, "secrets_check": op_secrets_check,
     "fernet_reencrypt": op_fernet_reencrypt, "fernet_repair": op_fernet_repair, "import": op_import,
+    "environment": op_environment,
 }
 
 
