@@ -12,6 +12,7 @@ configure a bundle, set a secret) without touching the restored database.
 | FAB revision older than the target's FAB head, no --migrate  | error    |
 | FAB revision older, with --migrate (`airflow fab-db migrate`)| ok       |
 | FAB tables in the backup, no FAB provider on the target      | warning  |
+| FAB revision in the backup, target FAB keeps none (2.x)      | warning  |
 | auth manager differs                                         | warning  |
 | Airflow 3 target without [api_auth] jwt_secret               | warning  |
 | a restored connection's type has no provider on the target   | warning  |
@@ -69,6 +70,10 @@ def _fab(revision: str | None, fab: Mapping[str, Any] | None, migrate: bool, err
     if fab is None:
         warnings.append(f"the backup holds FAB auth tables (alembic_version_fab {revision}) but the target has no "
                         "FAB provider: those users and roles are not used")
+        return "none"
+    if fab["head"] is None:
+        warnings.append(f"the backup holds alembic_version_fab {revision} but the target's FAB provider keeps no "
+                        "schema revision of its own (Airflow 2 migrates the ab_* tables with core): not compared")
         return "none"
     if fab["head"] == revision:
         return "same"

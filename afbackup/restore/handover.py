@@ -76,6 +76,8 @@ def settle(ctx: RestoreContext, report: RestoreReport, dsn: str) -> None:
         report.paused_dags = pause.pause_all(dsn, ctx.password, schema, ctx.manifest.backup_id, timeout)
         report.steps.append(f"paused every DAG; {len(report.paused_dags)} were active and are recorded for "
                             "`afbackup unpause`")
+    else:
+        pause.forget(dsn, ctx.password, timeout)
     report.reconciled = reconcile.reconcile_in_flight(dsn, ctx.password, schema, ctx.options.in_flight, timeout)
     found = report.reconciled["found"]
     report.steps.append(f"in-flight work (--in-flight {ctx.options.in_flight}): {found['task_instances']} task "

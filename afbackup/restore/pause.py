@@ -44,6 +44,12 @@ def pause_all(dsn: str, password: str | None, schema: str, backup_id: str, timeo
     return active
 
 
+def forget(dsn: str, password: str | None, timeout: float) -> None:
+    """Drop the record of an earlier restore (``--no-pause-dags``: nothing is paused, nothing to unpause)."""
+    with connect(dsn, password, timeout) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(RECORD_SCHEMA, RECORD_TABLE)))
+
+
 @dataclasses.dataclass(frozen=True)
 class PausedRecord:
     backup_id: str | None

@@ -53,11 +53,18 @@ def _jwt_configured(conf):
 
 
 def _fab_revision(revision):
-    """The FAB provider's migration head and whether it knows ``revision`` (None: no FAB provider here)."""
+    """The FAB provider's migration head and whether it knows ``revision`` (None: no FAB provider here).
+
+    A FAB provider without its own migrations (Airflow 2: core migrates the ab_* tables) has head None.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("airflow.providers.fab") is None:
+        return None
     try:
         from airflow.providers.fab.auth_manager.models.db import FABDBManager
     except Exception:
-        return None
+        return {"head": None, "known": False}
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory(FABDBManager.migration_dir)
