@@ -1,4 +1,4 @@
-"""``afbackup unpause``: after a full restore, unpause exactly the DAGs that were active — once the operator is ready."""
+"""``afbackup unpause``: after a full restore, unpause exactly the DAGs that were active (operator's call)."""
 
 from __future__ import annotations
 
