@@ -51,7 +51,9 @@ def _backup(env, scenario_config: Path, airflow: AirflowInstance) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture(scope="module", params=["2", "3"], ids=["airflow2", "airflow3"])
+# One xdist group per version: each scenario (two backups) is built once, on one worker.
+@pytest.fixture(scope="module", params=[pytest.param("2", id="airflow2", marks=pytest.mark.xdist_group("handover2")),
+                                        pytest.param("3", id="airflow3", marks=pytest.mark.xdist_group("handover3"))])
 def scenario(env, request) -> Scenario:
     major = request.param
     source, db = env.airflow(major)
