@@ -63,9 +63,9 @@ def _schedule(dag_id: str, next_dagrun: dt.datetime | None, create_after: dt.dat
             doc = json.loads(zlib.decompress(compressed))
     except (ValueError, zlib.error):
         doc = {}
-    dag = doc.get("dag", {}) if isinstance(doc, dict) else {}
-    timetable = dag.get("timetable") if isinstance(dag.get("timetable"), dict) else {}
-    fields = timetable.get("__var") if isinstance(timetable.get("__var"), dict) else {}
+    dag = _mapping(doc.get("dag") if isinstance(doc, dict) else None)
+    timetable = _mapping(dag.get("timetable"))
+    fields = _mapping(timetable.get("__var"))
     expression, delta = fields.get("expression"), _seconds(fields.get("delta"))
     legacy = dag.get("schedule_interval")  # 2.x serializes plain cron/timedelta schedules this way
     if not timetable and isinstance(legacy, str):
@@ -81,6 +81,10 @@ def _schedule(dag_id: str, next_dagrun: dt.datetime | None, create_after: dt.dat
             "catchup": dag.get("catchup") if isinstance(dag.get("catchup"), bool) else None}
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _seconds(value: Any) -> float | None:
     if isinstance(value, (int, float)) and value > 0:
         return float(value)
@@ -88,7 +92,7 @@ def _seconds(value: Any) -> float | None:
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone(dt.timezone.utc).isoformat() if moment else None
+    return moment.astimezone(dt.UTC).isoformat() if moment else None
 
 
 def cron_period(expression: str) -> int | None:

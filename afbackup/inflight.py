@@ -27,7 +27,8 @@ Policies (``--in-flight``; the default and its reasoning are in docs/restore.md)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql

@@ -6,12 +6,12 @@ import sys
 
 import click
 
+from afbackup.catchup import describe_catchup
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.errors import UsageError
+from afbackup.inflight import DEFAULT_POLICY, POLICIES, describe_in_flight
 from afbackup.progress import Progress
 from afbackup.restore import RestoreOptions, run_restore
-from afbackup.catchup import describe_catchup
-from afbackup.inflight import DEFAULT_POLICY, POLICIES, describe_in_flight
 from afbackup.restore.plan import parse_parts
 
 

@@ -27,21 +27,22 @@ def unpause(app: AppContext, target_dsn: str, yes: bool, dry_run: bool, as_json:
     if record is None:
         raise PreflightError("this database holds no record of DAGs paused by a restore",
                              hint="it was not restored by afbackup with paused DAGs, or was already unpaused")
-    doc = {"backup_id": record.backup_id, "paused_at": record.paused_at, "dags": list(record.dags),
-           "missing": list(record.missing), "already_active": list(record.already_active), "unpaused": [],
-           "dry_run": dry_run}
+    pending = [dag for dag in record.dags if dag not in record.already_active]
+    unpaused: list[str] = []
     if not dry_run:
-        question = (f"Unpause {len(record.dags)} DAG(s) (active at backup {record.backup_id}): the scheduler starts "
+        question = (f"Unpause {len(pending)} DAG(s) (active at backup {record.backup_id}): the scheduler starts "
                     "their runs, including the catch-up shown by the restore plan. Continue?")
         if not yes and not _confirm(question):
             raise UsageError("unpause cancelled: nothing was changed")
-        doc["unpaused"] = unpause_recorded(target_dsn, password, timeout)
+        unpaused = unpause_recorded(target_dsn, password, timeout)
     if as_json:
-        emit_json(doc)
+        emit_json({"backup_id": record.backup_id, "paused_at": record.paused_at, "dags": pending,
+                   "missing": list(record.missing), "already_active": list(record.already_active),
+                   "unpaused": unpaused, "dry_run": dry_run})
         return 0
-    verb = "would unpause" if dry_run else "unpaused"
-    emit(f"{verb} {len(doc['dags'] if dry_run else doc['unpaused'])} DAG(s) recorded by the restore of backup "
-         f"{record.backup_id}: {', '.join(doc['dags' if dry_run else 'unpaused']) or '-'}")
+    shown = pending if dry_run else unpaused
+    emit(f"{'would unpause' if dry_run else 'unpaused'} {len(shown)} DAG(s) recorded by the restore of backup "
+         f"{record.backup_id}: {', '.join(shown) or '-'}")
     if record.missing:
         emit(f"  not in the database any more (skipped): {', '.join(record.missing)}")
     return 0

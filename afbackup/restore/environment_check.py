@@ -24,7 +24,8 @@ configure a bundle, set a secret) without touching the restored database.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from afbackup.errors import PreflightError
 

@@ -62,8 +62,8 @@ class PausedRecord:
 def read_record(dsn: str, password: str | None, timeout: float) -> PausedRecord | None:
     """The restore's record, or None when this database holds none (no full restore, or already unpaused)."""
     with connect(dsn, password, timeout) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f"{RECORD_SCHEMA}.{RECORD_TABLE}",)).fetchone()[0]
-        if exists is None:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{RECORD_SCHEMA}.{RECORD_TABLE}",)).fetchone()
+        if exists is None or exists[0] is None:
             return None
         schema = _airflow_schema(conn)
         if schema is None:

@@ -52,11 +52,11 @@ def _apply(conn: psycopg.Connection, schema: str, plan: InFlightPlan) -> None:
     ident = sql.Identifier(schema)
     for new_state in sorted({a.new_state or "" for a in tasks}):
         chosen = [a for a in tasks if (a.new_state or "") == new_state]
-        sets = [sql.SQL("state = {}").format(sql.Literal(new_state or None))]
+        sets: list[sql.Composable] = [sql.SQL("state = {}").format(sql.Literal(new_state or None))]
         sets += [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in _CLEARED if c in columns]
         if new_state == "failed":
             sets.append(sql.SQL("end_date = coalesce(end_date, now())"))
-        keys = list(zip(*(a.key for a in chosen)))
+        keys = list(zip(*(a.key for a in chosen), strict=False))
         query = sql.SQL("UPDATE {s}.task_instance SET {sets} WHERE (dag_id, run_id, task_id, map_index) IN "
                         "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[])) "
                         "AND state = ANY(%s)").format(s=ident, sets=sql.SQL(", ").join(sets))
@@ -64,7 +64,7 @@ def _apply(conn: psycopg.Connection, schema: str, plan: InFlightPlan) -> None:
                                     sorted({a.state for a in chosen})))
         _check(done.rowcount, len(chosen), "task instances")
     if runs:
-        keys = list(zip(*(a.key for a in runs)))
+        keys = list(zip(*(a.key for a in runs), strict=False))
         done = conn.execute(sql.SQL("UPDATE {s}.dag_run SET state = 'failed', end_date = coalesce(end_date, now()) "
                                     "WHERE (dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
                                     "AND state = ANY(%s)").format(s=ident),

@@ -17,7 +17,8 @@ never fails the backup, whose job is the dump.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import psycopg
 from psycopg import sql

@@ -14,10 +14,9 @@ import sys
 def main():
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    from sqlalchemy import text
-
     from airflow.models.trigger import Trigger
     from airflow.utils.session import create_session
+    from sqlalchemy import text
 
     with create_session() as session:
         if sys.argv[1] == "add":

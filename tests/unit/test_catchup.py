@@ -8,7 +8,7 @@ import pytest
 
 from afbackup.catchup import cron_period, estimate_runs
 
-NOW = dt.datetime(2026, 12, 7, 12, 30, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 7, 12, 30, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("expression, seconds", [
