@@ -1,7 +1,7 @@
 """A snapshot taken mid-run, restored on real Airflow 2.x and 3.x: in-flight work, paused DAGs, the deployment
 outside the database, and triggers under another Fernet key.
 
-One source per Airflow version, two backups of it (module scope, so every policy reuses them):
+One source per Airflow version, two backups of it (every check reuses them):
 A: a running DAG run (running, queued and scheduled task instances) and a queued one, one active DAG, a
    connection whose provider is not installed, (3.x) a DAG in a bundle the target does not configure;
 B: A plus a deferred task instance whose trigger's kwargs are encrypted by Airflow under the source key, and
@@ -51,9 +51,7 @@ def _backup(env, scenario_config: Path, airflow: AirflowInstance) -> str:
     return done.stdout.strip()
 
 
-# One xdist group per version: each scenario (two backups) is built once, on one worker.
-@pytest.fixture(scope="module", params=[pytest.param("2", id="airflow2", marks=pytest.mark.xdist_group("handover2")),
-                                        pytest.param("3", id="airflow3", marks=pytest.mark.xdist_group("handover3"))])
+@pytest.fixture(params=["2", "3"], ids=["airflow2", "airflow3"])
 def scenario(env, request) -> Scenario:
     major = request.param
     source, db = env.airflow(major)
@@ -101,7 +99,7 @@ def _states(env, db: str, scenario: Scenario) -> tuple[dict, dict]:
     return tasks, {"running": runs[scenario.running_run], "queued": runs[scenario.queued_run]}
 
 
-def test_the_plan_reports_in_flight_work_catch_up_and_the_deployment_exactly(env, scenario):
+def check_the_plan_reports_in_flight_work_catch_up_and_the_deployment_exactly(env, scenario: Scenario) -> None:
     # WHEN the snapshot taken mid-run is planned (--dry-run)
     done, _, db = _restore(env, scenario, "A", "--dry-run", "--json")
     assert done.returncode == 0, done.stderr
@@ -122,12 +120,11 @@ def test_the_plan_reports_in_flight_work_catch_up_and_the_deployment_exactly(env
     assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (db,)) == []
 
 
-@pytest.mark.parametrize("policy", ["default", "fail", "keep"])
-def test_each_in_flight_policy_is_applied_before_anything_schedules(env, scenario, policy):
+def check_the_in_flight_policy_is_applied_before_anything_schedules(env, scenario: Scenario, policy: str) -> None:
     # WHEN restored with the policy (the default is reset)
     args = [] if policy == "default" else ["--in-flight", policy]
     done, _, db = _restore(env, scenario, "A", *args, "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (policy, done.stderr)
     report = json.loads(done.stdout)
     assert report["in_flight"]["task_instances"] == 3 and report["in_flight"]["dag_runs"] == 2
     assert report["reconciled"]["found"] == {"task_instances": 3, "dag_runs": 2}
@@ -140,7 +137,7 @@ def test_each_in_flight_policy_is_applied_before_anything_schedules(env, scenari
         "keep": ({"extract": "running", "transform": "queued", "load": "scheduled"},
                  {"running": "running", "queued": "queued"}),
     }[policy]
-    assert (tasks, runs) == expected
+    assert (tasks, runs) == expected, policy
     # AND every DAG is paused; the one active at backup time is recorded
     assert report["paused_dags"] == ["sample_etl"]
     assert env.pg.execute(db, "SELECT count(*) FROM dag WHERE NOT is_paused")[0][0] == 0
@@ -163,7 +160,7 @@ def _unpause_restores_the_state_at_backup_time(env, scenario: Scenario, db: str)
     assert again.returncode == 4 and "no record" in again.stderr
 
 
-def test_a_deferred_tasks_trigger_decrypts_after_a_restore_under_a_new_fernet_key(env, scenario):
+def check_a_deferred_tasks_trigger_decrypts_after_a_restore_under_a_new_fernet_key(env, scenario: Scenario) -> None:
     # GIVEN a backup with a deferred task instance, restored into a deployment with another Fernet key,
     # without pausing and keeping the in-flight work as it was
     done, target, db = _restore(env, scenario, "B", "--no-pause-dags", "--in-flight", "keep", "--json",
@@ -181,3 +178,11 @@ def test_a_deferred_tasks_trigger_decrypts_after_a_restore_under_a_new_fernet_ke
     assert env.pg.execute(db, "SELECT to_regclass('afbackup.paused_by_restore')") == [(None,)]
     # AND the FAB schema revision the target cannot compare is reported
     assert any("alembic_version_fab ffffffffffff" in w for w in report["environment"]["warnings"])
+
+
+def test_a_snapshot_taken_mid_run_restores_into_a_paused_consistent_airflow(env, scenario):
+    """One test per Airflow version, so its two backups are made once (xdist runs each test on one worker)."""
+    check_the_plan_reports_in_flight_work_catch_up_and_the_deployment_exactly(env, scenario)
+    for policy in ("default", "fail", "keep"):
+        check_the_in_flight_policy_is_applied_before_anything_schedules(env, scenario, policy)
+    check_a_deferred_tasks_trigger_decrypts_after_a_restore_under_a_new_fernet_key(env, scenario)
