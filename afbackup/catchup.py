@@ -38,32 +38,51 @@ LISTED_DAGS = 5000
 
 
 def read_active_dags(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
-    """Every unpaused, non-stale DAG with its schedule facts (bounded to ``LISTED_DAGS``)."""
+    """Every unpaused, non-stale DAG with its schedule facts (bounded to ``LISTED_DAGS``).
+
+    One pass, no per-DAG subquery (3.x keeps every version of a serialized DAG, with no index on ``dag_id``):
+    the latest version of each active DAG is picked by key first, and only the few schedule fields leave the
+    server (the whole document only for compressed rows).
+    """
     ident = sql.Identifier(schema)
-    columns = {row[0] for row in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'dag'",
-        (schema,)).fetchall()}
-    alive = sql.SQL("NOT d.is_stale") if "is_stale" in columns else sql.SQL("d.is_active")
+    dag_columns, serialized_columns = _columns(conn, schema, "dag"), _columns(conn, schema, "serialized_dag")
+    alive = sql.SQL("NOT d.is_stale") if "is_stale" in dag_columns else sql.SQL("d.is_active")
+    active = sql.SQL("SELECT d.dag_id FROM {s}.dag d WHERE NOT d.is_paused AND {alive}").format(s=ident, alive=alive)
+    if "id" in serialized_columns:  # 3.x: several versions per DAG
+        latest = sql.SQL("SELECT id FROM (SELECT DISTINCT ON (dag_id) id FROM {s}.serialized_dag WHERE dag_id IN "
+                         "({active}) ORDER BY dag_id, last_updated DESC) v").format(s=ident, active=active)
+        pick: sql.Composable = sql.SQL("s.id IN ({latest})").format(latest=latest)
+    else:  # 2.x: one row per DAG
+        pick = sql.SQL("true")
+    fields = sql.SQL(", ").join(sql.SQL("{name}, s.data->'dag'->{name}").format(name=sql.Literal(name))
+                                for name in ("timetable", "catchup", "schedule_interval", "timezone"))
     query = sql.SQL(
-        "SELECT d.dag_id, d.next_dagrun, d.next_dagrun_create_after, s.data::text, s.data_compressed "
-        "FROM {s}.dag d LEFT JOIN LATERAL (SELECT data, data_compressed FROM {s}.serialized_dag z "
-        "WHERE z.dag_id = d.dag_id ORDER BY z.last_updated DESC LIMIT 1) s ON true "
-        "WHERE NOT d.is_paused AND {alive} ORDER BY d.dag_id LIMIT {limit}").format(
-        s=ident, alive=alive, limit=sql.Literal(LISTED_DAGS))
+        "SELECT d.dag_id, d.next_dagrun, d.next_dagrun_create_after, json_build_object({fields})::text, "
+        "CASE WHEN s.data IS NULL THEN s.data_compressed END "
+        "FROM {s}.dag d LEFT JOIN {s}.serialized_dag s ON s.dag_id = d.dag_id AND {pick} "
+        "WHERE d.dag_id IN ({active}) ORDER BY d.dag_id LIMIT {limit}").format(
+        fields=fields, s=ident, pick=pick, active=active, limit=sql.Literal(LISTED_DAGS))
     return [_schedule(*row) for row in conn.execute(query).fetchall()]
 
 
-def _schedule(dag_id: str, next_dagrun: dt.datetime | None, create_after: dt.datetime | None, data: str | None,
-              compressed: bytes | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
+def _columns(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
+                        "table_name = %s", (schema, table)).fetchall()
+    return {row[0] for row in rows}
+
+
+def _schedule(dag_id: str, next_dagrun: dt.datetime | None, create_after: dt.datetime | None,
+              schedule_json: str | None, compressed: bytes | None) -> dict[str, Any]:
+    """``schedule_json``: the DAG's schedule fields (from ``data``); ``compressed``: the whole document."""
+    doc: Any = {}
     try:
-        if data:
-            doc = json.loads(data)
-        elif compressed:
-            doc = json.loads(zlib.decompress(compressed))
+        if compressed:
+            doc = _mapping(json.loads(zlib.decompress(compressed))).get("dag")
+        elif schedule_json:
+            doc = json.loads(schedule_json)
     except (ValueError, zlib.error):
         doc = {}
-    dag = _mapping(doc.get("dag") if isinstance(doc, dict) else None)
+    dag = _mapping(doc)
     timetable = _mapping(dag.get("timetable"))
     fields = _mapping(timetable.get("__var"))
     expression, delta = fields.get("expression"), _seconds(fields.get("delta"))
