@@ -37,6 +37,7 @@ from afbackup.preflight import SourcePlan, plan_source
 from afbackup.procs import ChildProcess, child_env
 from afbackup.progress import Progress
 from afbackup.sources.airflow import AirflowAgent, AirflowExports, check_export_counts, export_all, resolve_python
+from afbackup.sources.deployment import environment_record, fill_catchup_default, read_snapshot_facts
 from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv, pg_dump_hint
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore, Retention
@@ -177,7 +178,8 @@ def _stream_archive(run: BackupRun, lock: StoreLock) -> tuple[UploadOutcome, mf.
     return outcome, inner[0]
 
 
-def _archive_chunks(run: BackupRun, dump: ChildProcess, counts: concurrent.futures.Future[dict[str, int]],
+def _archive_chunks(run: BackupRun, dump: ChildProcess,
+                    counts: concurrent.futures.Future[tuple[dict[str, int], dict[str, Any]]],
                     exports: concurrent.futures.Future[AirflowExports] | None, lock: StoreLock,
                     inner: list[mf.ManifestBody]) -> Iterator[bytes | memoryview]:
     """The tar stream; runs in gpg's input thread, so every failure here aborts the upload."""
@@ -185,7 +187,7 @@ def _archive_chunks(run: BackupRun, dump: ChildProcess, counts: concurrent.futur
     stdout = cast(io.BufferedReader, dump.stdout)  # Popen(stdout=PIPE) with the default buffering
     yield from writer.add_parts(DUMP_BASENAME, stdout.readinto, DUMP_PART_SIZE)
     dump.finish()
-    row_counts = counts.result()
+    row_counts, facts = counts.result()
     exported: AirflowExports | None = exports.result() if exports else None
     if exported:
         check_export_counts(exported, row_counts)
@@ -193,19 +195,22 @@ def _archive_chunks(run: BackupRun, dump: ChildProcess, counts: concurrent.futur
         for name, data in {**exported.files, **secret}.items():
             yield from writer.add_bytes(f"airflow/{name}", data)
     lock.check()
-    body = _manifest_body(run, row_counts, exported, writer.members)
+    body = _manifest_body(run, row_counts, exported, writer.members, facts)
     inner.append(body)
     yield from writer.add_bytes(mf.ARCHIVE_MANIFEST_MEMBER, mf.dump_manifest(body))
     yield writer.end()
 
 
-def _count_rows(snapshot: Snapshot, plan: SourcePlan) -> dict[str, int]:
+def _count_rows(snapshot: Snapshot, plan: SourcePlan) -> tuple[dict[str, int], dict[str, Any]]:
+    """Row counts, then the in-flight work, schedules and deployment facts: all in the dump's snapshot."""
     import psycopg
 
     try:
-        return snapshot.count_rows(plan.scope.schema, plan.scope.data_tables)
+        counts = snapshot.count_rows(plan.scope.schema, plan.scope.data_tables)
     except psycopg.Error as exc:
         raise SourceError(f"counting rows failed: {str(exc).strip()}", stage="row counts") from None
+    return counts, read_snapshot_facts(snapshot.conn, plan.scope.schema, plan.catalog.tables,
+                                       plan.scope.data_tables)
 
 
 def _widen_pipe(pipe: IO[bytes] | None) -> None:
@@ -220,9 +225,10 @@ def _widen_pipe(pipe: IO[bytes] | None) -> None:
 
 
 def _manifest_body(run: BackupRun, row_counts: dict[str, int], exported: AirflowExports | None,
-                   members: Sequence[MemberRecord]) -> mf.ManifestBody:
+                   members: Sequence[MemberRecord], facts: Mapping[str, Any]) -> mf.ManifestBody:
     plan, cfg = run.plan, run.cfg
     info = dict(exported.info) if exported else {}
+    environment = environment_record(facts, info if exported else None)
     scope = plan.scope
     return mf.ManifestBody(
         tool=mf.ToolInfo(name="afbackup", version=afbackup.__version__),
@@ -241,6 +247,8 @@ def _manifest_body(run: BackupRun, row_counts: dict[str, int], exported: Airflow
             exclude_data=list(cfg.database.exclude_data), include=list(cfg.database.include)),
         exports=mf.ExportCounts(**exported.counts) if exported else None,
         not_captured=_not_captured(info, exported is not None),
+        in_flight=facts.get("in_flight"), environment=environment,
+        active_dags=fill_catchup_default(facts.get("active_dags"), environment["catchup_by_default"]),
         members=[mf.MemberInfo(name=m.name, size=m.size, sha256=m.sha256) for m in members],
         archive_format=mf.ArchiveFormat(format="tar", compression=CODEC, compression_level=cfg.backup.compression_level,
                                         encryption="openpgp", dump_part_size=DUMP_PART_SIZE),

@@ -202,6 +202,18 @@ class ObjectInfo(Part):
     version_id: str = ""
 
 
+class InFlightRecord(Part):
+    """Work in flight in the dump's snapshot (afbackup/inflight.py); absent from backups before it existed."""
+
+    task_instances: int = Field(ge=0)
+    dag_runs: int = Field(ge=0)
+    triggers: int = Field(ge=0)
+    by_dag: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tasks: list[dict[str, Any]] = Field(default_factory=list)  # at most inflight.LISTED_TASKS
+    tasks_truncated: bool = False
+    not_captured: list[str] = Field(default_factory=list)
+
+
 class ManifestBody(Part):
     """The manifest as the archive carries it (status ``archived``): everything known before the upload ends."""
 
@@ -225,6 +237,9 @@ class ManifestBody(Part):
     encryption: EncryptionInfo
     exit_codes: ExitCodes
     object_lock: ObjectLock | None = None
+    in_flight: InFlightRecord | None = None
+    active_dags: list[dict[str, Any]] | None = None  # schedules of the unpaused DAGs (afbackup/catchup.py)
+    environment: dict[str, Any] | None = None  # what the DB does not hold (afbackup/sources/deployment.py)
 
     @property
     def row_counts(self) -> dict[str, int]:

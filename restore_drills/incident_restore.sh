@@ -7,7 +7,7 @@
 # 1. show what will be restored and confirm     5. what restore verified
 # 2. scale the scheduler to 0 (Kubernetes)       6. scale the scheduler back up
 # 3. afbackup restore --pause-dags               7. next steps
-# 4. Fernet re-encryption, the DAGs now paused
+# 4. Fernet re-encryption, the DAGs now paused, the work in flight, what the database does not hold
 #
 # afbackup restore does the heavy lifting and the safety checks (verification before the target is touched,
 # the Airflow schema check, the Fernet re-encryption); this script sequences it and tells the operator what
@@ -153,6 +153,12 @@ for step in r.get("steps") or []:
     print("step\t%s" % " ".join(str(step).split()))
 for dag in r.get("paused_dags") or []:
     print("dag\t%s" % dag)
+f = r.get("in_flight")
+if f:
+    print("inflight\t%d task instance(s), %d DAG run(s), %d trigger(s) in flight at backup time"
+          % (f["task_instances"], f["dag_runs"], f["triggers"]))
+for warning in (r.get("environment") or {}).get("warnings") or []:
+    print("warning\t%s" % " ".join(str(warning).split()))
 '
 }
 
@@ -258,12 +264,13 @@ if ((rc != 0)); then
 fi
 mapfile -t R < <(restore_summary <"$WORK/restore.json")
 declare -A INFO=()
-STEPS=() DAGS=()
+STEPS=() DAGS=() WARNINGS=()
 for line in "${R[@]}"; do
     key=${line%%$'\t'*} value=${line#*$'\t'}
     case $key in
         step) STEPS+=("$value") ;;
         dag) DAGS+=("$value") ;;
+        warning) WARNINGS+=("$value") ;;
         *) INFO[$key]=$value ;;
     esac
 done
@@ -284,6 +291,20 @@ if ((${#DAGS[@]})); then
 else
     say "No DAG was active in the backup: every DAG is paused, as it was."
 fi
+say "Work in flight: ${INFO[inflight]:-not recorded in this backup}; reconciled by restore (--in-flight reset:"
+say "  cleared, they run again once their DAG is unpaused; docs/restore.md)."
+check_item() {  # check_item NAME PATTERN WHAT-TO-BRING: the restore's warnings about it, else ok
+    local w found=0
+    for w in "${WARNINGS[@]}"; do [[ ${w,,} == *$2* ]] && { say "  [WARNING] $1: $w"; found=1; }; done
+    ((found)) || say "  [ok] $1: $3"
+}
+say "What the database does not hold (bring it; checked against the target by restore):"
+say "  [${INFO[fernet]:-unchecked}] Fernet key: the target decrypts every restored connection, variable and trigger"
+check_item "JWT secret" "jwt_secret" "the same [api_auth] jwt_secret on every component (Airflow 3)"
+check_item "auth" "auth manager" "users/passwords: SimpleAuthManager's password file (not in the DB) or FAB's ab_* tables"
+check_item "FAB schema" "fab" "no FAB schema mismatch"
+check_item "DAG bundles" "bundle" "every bundle the database names is configured"
+check_item "providers" "provider" "every restored connection type has a provider"
 
 # --------------------------------------------------------------------------------------------- 5. verified
 banner 5 "What restore did and verified"
@@ -314,8 +335,9 @@ fi
 step "If the target is a new database, point every Airflow component at it" \
     "(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN / your Helm values) and restart them."
 if ((${#DAGS[@]})); then
-    step "Unpause the DAGs deliberately, one at a time, once each is safe to run (catchup may start many runs):" \
-        "${DAGS[@]/#/airflow dags unpause }"
+    step "Unpause exactly the DAGs that were active (the restore recorded them; see its catch-up estimate first):" \
+        "afbackup unpause --target-dsn '$TARGET_DSN' --dry-run   # then --yes" \
+        "or one at a time, once each is safe to run: ${DAGS[*]/#/airflow dags unpause }"
 else
     step "Unpause DAGs deliberately (airflow dags unpause <dag_id>): none was active in the backup."
 fi

@@ -91,6 +91,12 @@ def _keys() -> click.Command:
     return keys
 
 
+def _unpause() -> click.Command:
+    from afbackup.cli.unpause import unpause
+
+    return unpause
+
+
 def _fleet() -> click.Command:
     from afbackup.cli.fleet import fleet
 
@@ -106,5 +112,5 @@ def _deploy() -> click.Command:
 COMMANDS: dict[str, Callable[[], click.Command]] = {
     "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore, "drill": _drill,
     "prune": _prune, "pin": _pin, "unpin": _unpin, "break-lock": _break_lock, "check": _check, "config": _config,
-    "keys": _keys, "fleet": _fleet, "deploy": _deploy,
+    "unpause": _unpause, "keys": _keys, "fleet": _fleet, "deploy": _deploy,
 }

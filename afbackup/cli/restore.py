@@ -6,8 +6,10 @@ import sys
 
 import click
 
+from afbackup.catchup import describe_catchup
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.errors import UsageError
+from afbackup.inflight import DEFAULT_POLICY, POLICIES, describe_in_flight
 from afbackup.progress import Progress
 from afbackup.restore import RestoreOptions, run_restore
 from afbackup.restore.plan import parse_parts
@@ -26,7 +28,10 @@ def _confirm(question: str) -> bool:
 @click.option("--clean", is_flag=True, help="Allow a non-empty target: drop its Airflow schema first.")
 @click.option("--yes", is_flag=True, help="Do not ask before destructive steps.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option("--pause-dags", is_flag=True, help="Leave every DAG paused (reports which were active).")
+@click.option("--pause-dags/--no-pause-dags", default=True, show_default=True,
+              help="Leave every DAG paused and record the active ones for `afbackup unpause` (the default).")
+@click.option("--in-flight", "in_flight", type=click.Choice(POLICIES), default=DEFAULT_POLICY, show_default=True,
+              help="What to do with work in flight at backup time (docs/restore.md).")
 @click.option("--migrate", is_flag=True, help="Run `airflow db migrate` when the backup's schema is older.")
 @click.option("--jobs", type=click.IntRange(1, 32), default=None, help="Parallel pg_restore jobs ([restore] jobs).")
 @click.option("--source-deployment", metavar="NAME", default="",
@@ -34,12 +39,12 @@ def _confirm(question: str) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @pass_app
 def restore(app: AppContext, backup_ref: str, target_dsn: str, only: str | None, clean: bool, yes: bool,
-            dry_run: bool, pause_dags: bool, migrate: bool, jobs: int | None, as_json: bool,
+            dry_run: bool, pause_dags: bool, in_flight: str, migrate: bool, jobs: int | None, as_json: bool,
             source_deployment: str) -> int:
     """Restore a backup (an id or `latest`): verified before anything reaches the target."""
     options = RestoreOptions(backup=backup_ref, target_dsn=target_dsn, parts=parse_parts(only), clean=clean,
                              yes=yes, dry_run=dry_run, pause_dags=pause_dags, migrate=migrate, jobs=jobs,
-                             source_deployment=source_deployment)
+                             in_flight=in_flight, source_deployment=source_deployment)
     report = run_restore(app.settings(), options, confirm=_confirm, progress=Progress("restore"))
     if as_json:
         emit_json(report.as_dict())
@@ -51,7 +56,14 @@ def restore(app: AppContext, backup_ref: str, target_dsn: str, only: str | None,
         return 0
     for line in report.steps:
         emit(f"  - {line}")
+    if report.reconciled is not None:
+        for line in describe_in_flight(report.in_flight, options.in_flight) + describe_catchup(
+                report.catchup, options.pause_dags):
+            emit(f"  {line}")
+    for warning in (report.environment or {}).get("warnings", []):
+        emit(f"  WARNING: {warning}")
     if report.paused_dags:
-        emit(f"paused DAGs that were active: {', '.join(report.paused_dags)}")
+        emit(f"paused DAGs that were active: {', '.join(report.paused_dags)} (`afbackup unpause --target-dsn "
+             f"DSN` unpauses exactly these)")
     emit(f"restored backup {report.backup_id} into {report.target} in {report.seconds:.1f}s")
     return 0

@@ -29,7 +29,7 @@ from afbackup.crypto import Gpg
 from afbackup.errors import ConfigError, IntegrityError, RestoreError, UsageError
 from afbackup.fernet_escrow import unseal
 from afbackup.progress import Progress
-from afbackup.restore import airflow_steps, secrets_check, target
+from afbackup.restore import airflow_steps, handover, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.sources.airflow import AirflowAgent
@@ -53,6 +53,10 @@ class RestoreReport:
     dry_run: bool = False
     steps: list[str] = dataclasses.field(default_factory=list)
     paused_dags: list[str] = dataclasses.field(default_factory=list)
+    in_flight: dict[str, Any] | None = None  # as counted at backup time (afbackup/inflight.py)
+    reconciled: dict[str, Any] | None = None  # what --in-flight changed
+    catchup: list[dict[str, Any]] | None = None  # runs due per DAG active at backup time
+    environment: dict[str, Any] | None = None  # restore/environment_check.py: errors, warnings
     fernet: dict[str, Any] | None = None
     imported: dict[str, int] | None = None
     seconds: float = 0.0
@@ -72,7 +76,10 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     ctx = prepare_restore(cfg, manifest, options)
     report = RestoreReport(manifest.backup_id, f"{ctx.state.dbname} on {ctx.state.server}", [])
     if options.dry_run:
-        report.dry_run, report.plan = True, describe_plan(ctx)
+        report.dry_run = True
+        if "db" in options.parts:
+            handover.record(ctx, report)
+        report.plan = describe_plan(ctx) + (handover.plan_lines(ctx, report) if "db" in options.parts else [])
         return report
     if ctx.destructive and not options.yes and not confirm(ctx.destructive):
         raise UsageError("restore cancelled: nothing was changed")
@@ -84,6 +91,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
         if unseal(contents.members, gpg):  # the Fernet key sealed to encryption.fernet_recipients, in memory
             report.steps.append("decrypted the source Fernet key (sealed to encryption.fernet_recipients)")
         ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
+        if "db" in options.parts:
+            handover.record(ctx, report)  # and the target deployment can take it (exit 4 if not)
         report.steps.append(f"verified {manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")
         if "db" in options.parts:
@@ -91,6 +100,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     if ctx.agent is not None:
         _airflow_steps(ctx, ctx.agent, contents, report)
     report.plan = describe_plan(ctx)  # for --json: what was planned (the version check is done by now)
+    if "db" in options.parts:
+        report.plan += handover.plan_lines(ctx, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -113,10 +124,7 @@ def _restore_database(ctx: RestoreContext, dump: Path, spool: Path, report: Rest
                              + (f" (+{len(findings) - 10} more)" if len(findings) > 10 else ""),
                              hint="the backup or the load is incomplete; do not start Airflow on this database")
     report.steps.append(f"row counts of {len(ctx.manifest.row_counts)} tables and all sequences check out")
-    if ctx.options.pause_dags:
-        report.paused_dags = target.pause_dags(ctx.options.target_dsn, ctx.password, schema,
-                                               cfg.database.connect_timeout)
-        report.steps.append(f"paused {len(report.paused_dags)} active DAG(s)")
+    handover.settle(ctx, report, ctx.options.target_dsn)  # paused, in-flight work reconciled
 
 
 def _check(ctx: RestoreContext, schema: str) -> list[Finding]:
@@ -147,6 +155,9 @@ def _airflow_steps(ctx: RestoreContext, agent: AirflowAgent, contents: ArchiveCo
         if ctx.schema_action == "migrate":
             airflow_steps.migrate(agent, where)
             report.steps.append("airflow db migrate")
+        if (report.environment or {}).get("fab_action") == "migrate":
+            airflow_steps.migrate(agent, where, ("fab-db", "migrate"))
+            report.steps.append("airflow fab-db migrate")
         if ctx.manifest.exports is None:
             logger.warning("backup %s was made without an executor: it carries no Fernet key or exports, so the "
                            "restored connections and variables were not checked", ctx.manifest.backup_id)

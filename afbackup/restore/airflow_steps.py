@@ -61,29 +61,35 @@ def _call(agent: AirflowAgent, target: AirflowTarget, ops: list[dict], stage: st
 class SchemaCheck:
     action: str  # same | migrate | unchecked
     target_fingerprints: tuple[str, ...] = ()  # of the target's Fernet keys (sha256[:16])
+    environment: dict[str, Any] | None = None  # the target's side of restore/environment_check.py
 
 
-def check_schema(agent: AirflowAgent, target: AirflowTarget, revision: str, *, migrate: bool) -> SchemaCheck:
+def check_schema(agent: AirflowAgent, target: AirflowTarget, revision: str, *, migrate: bool,
+                 fab_revision: str = "") -> SchemaCheck:
     """Compare the backup's alembic revision with the target Airflow's: 'same' or 'migrate', else refuse."""
-    info = _call(agent, target, [{"op": "schema", "revision": revision}], "airflow version check")[0]
+    info, environment = _call(agent, target, [{"op": "schema", "revision": revision},
+                                              {"op": "environment", "fab_revision": fab_revision}],
+                              "airflow version check")
     fingerprints = tuple(info.get("fernet_fingerprints", ()))
     if info["head"] == revision:
-        return SchemaCheck("same", fingerprints)
+        return SchemaCheck("same", fingerprints, environment)
     if info["known"]:
         if not migrate:
             raise PreflightError(
                 f"the backup's Airflow schema (revision {revision}) is older than the target Airflow's "
                 f"({info['head']})", hint="re-run with --migrate to run `airflow db migrate` after the restore")
-        return SchemaCheck("migrate", fingerprints)
+        return SchemaCheck("migrate", fingerprints, environment)
     raise PreflightError(
         f"the backup is from a newer Airflow (schema revision {revision}) than the target's (head "
         f"{info['head']})", hint="install the Airflow version of the backup (see `afbackup show`) on the target")
 
 
-def migrate(agent: AirflowAgent, target: AirflowTarget) -> None:
-    result = _call(agent, target, [{"op": "cli", "argv": ["db", "migrate"]}], "airflow db migrate")[0]
+def migrate(agent: AirflowAgent, target: AirflowTarget, argv: tuple[str, ...] = ("db", "migrate")) -> None:
+    """``airflow db migrate`` (or ``fab-db migrate``) on the target; a non-zero exit fails the restore."""
+    what = "airflow " + " ".join(argv)
+    result = _call(agent, target, [{"op": "cli", "argv": list(argv)}], what)[0]
     if result["exit_code"] != 0:
-        raise SourceError(f"airflow db migrate exited with {result['exit_code']}", stage="airflow db migrate")
+        raise SourceError(f"{what} exited with {result['exit_code']}", stage=what)
 
 
 def expected_secrets(contents: ArchiveContents) -> dict[str, Any]:
@@ -105,10 +111,10 @@ def repair_fernet(agent: AirflowAgent, target: AirflowTarget, contents: ArchiveC
                                      "source_keys": source_keys}], "fernet")[0]
     broken = outcome["before"]["undecryptable"]
     if outcome["reencrypted"]:
-        logger.warning("%d connection(s) and %d variable(s) did not decrypt with the target's Fernet key: "
-                       "re-encrypted with Airflow's rotate-fernet-key", len(broken["connections"]),
-                       len(broken["variables"]))
-    elif broken["connections"] or broken["variables"]:
+        logger.warning("%d connection(s), %d variable(s) and %d trigger(s) did not decrypt with the target's Fernet "
+                       "key: re-encrypted with Airflow's rotate-fernet-key", len(broken["connections"]),
+                       len(broken["variables"]), len(broken.get("triggers", [])))
+    elif broken["connections"] or broken["variables"] or broken.get("triggers"):
         raise SourceError("restored values do not decrypt with the target's Fernet key and the backup carries "
                           "no source key", stage="fernet", hint="add the source key to the target's fernet_key")
     require_equal(outcome["after"], "after the restore")

@@ -11,6 +11,7 @@ from afbackup import manifest as mf
 from afbackup.config.model import Config
 from afbackup.errors import ConfigError, PreflightError, UsageError
 from afbackup.executors import open_executor
+from afbackup.inflight import DEFAULT_POLICY
 from afbackup.restore import airflow_steps, target
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import ToolVersion, password_from_file, tool_version
@@ -28,10 +29,11 @@ class RestoreOptions:
     clean: bool = False
     yes: bool = False
     dry_run: bool = False
-    pause_dags: bool = False
+    pause_dags: bool = True  # a full restore leaves every DAG paused unless --no-pause-dags
     migrate: bool = False
     jobs: int | None = None
     source_deployment: str = ""  # restore a backup of this deployment (a deliberate migration)
+    in_flight: str = DEFAULT_POLICY  # --in-flight reset|fail|keep (afbackup/inflight.py)
 
 
 @dataclasses.dataclass
@@ -87,7 +89,7 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
         # awaited before the target is touched.
         schema_check = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
             airflow_steps.check_schema, agent, where, manifest.airflow.schema_revision,
-            migrate=options.migrate)
+            migrate=options.migrate, fab_revision=manifest.airflow.fab_revision or "")
     elif "db" in options.parts:
         logger.warning("no executor configured: the target's Airflow version is not checked; run "
                        "`airflow db check-migrations` before starting Airflow on the restored database")
@@ -140,8 +142,6 @@ def describe_plan(ctx: RestoreContext) -> list[str]:
             lines.append(f"DROP schema {m.postgres.schema_name} of {state.dbname} ({state.tables} tables) (--clean)")
         lines.append(f"pg_restore {len(m.row_counts)} tables with {sum(m.row_counts.values())} rows "
                      f"({ctx.jobs} job(s)), then compare row counts and sequences")
-        if opts.pause_dags:
-            lines.append("pause every DAG")
         lines.append({"same": "target Airflow schema matches the backup",
                       "migrate": "run airflow db migrate (--migrate)",
                       "unchecked": "target Airflow not checked (no executor)"}[ctx.schema_action])

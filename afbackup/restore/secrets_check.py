@@ -3,8 +3,8 @@
 The restored rows are read with SQL and decrypted here with the source keys
 carried in the archive (``cryptography``'s Fernet, the library Airflow itself
 uses). Since each of those keys is also one of the target's keys (compared by
-fingerprint), this proves every restored connection and variable decrypts
-under the target's configuration and equals the backup's values — without
+fingerprint), this proves every restored connection, variable and trigger decrypts
+under the target's configuration (connections and variables also equal the backup's values) — without
 paying Airflow's start-up. Any other case goes through the agent
 (``airflow_steps.repair_fernet``).
 """
@@ -38,6 +38,7 @@ def check_directly(dsn: str, password: str | None, schema: str, contents: Archiv
                                            "FROM {}.connection").format(sql.Identifier(schema))).fetchall()
         variables = conn.execute(sql.SQL("SELECT key, val, is_encrypted FROM {}.variable")
                                  .format(sql.Identifier(schema))).fetchall()
+        triggers = _triggers(conn, schema)
     wrong = [conn_id for conn_id, pw, pw_enc, extra, extra_enc in connections
              if _plain(fernet, pw, pw_enc) != _expected(expected["connections"], conn_id, "password")
              or (_plain(fernet, extra, extra_enc) or None) != (_expected(expected["connections"], conn_id, "extra")
@@ -48,7 +49,21 @@ def check_directly(dsn: str, password: str | None, schema: str, contents: Archiv
     if wrong or counts != {kind: len(expected[kind]) for kind in counts}:
         raise SourceError(f"restored secrets differ from the backup: {', '.join(sorted(map(str, wrong))) or '-'} "
                           f"(restored {counts})", stage="airflow secrets")
-    return counts
+    broken = [str(tid) for tid, kwargs in triggers if not kwargs.startswith("{") and _plain(fernet, kwargs, True)
+              is _MISSING]
+    if broken:
+        raise SourceError(f"trigger(s) {', '.join(broken)} do not decrypt with the source Fernet key(s)",
+                          stage="airflow secrets", hint="the triggerer cannot run them; check the backup's keys")
+    return {**counts, "triggers": len(triggers)}
+
+
+def _triggers(conn: Any, schema: str) -> list[tuple[Any, str]]:
+    """Every trigger's id and stored kwargs (Fernet tokens; plain JSON when written before encryption)."""
+    exists = conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = "
+                          "'trigger'", (schema,)).fetchone()
+    if not exists:
+        return []
+    return conn.execute(sql.SQL("SELECT id, kwargs FROM {}.trigger").format(sql.Identifier(schema))).fetchall()
 
 
 _MISSING = object()

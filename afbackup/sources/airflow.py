@@ -35,8 +35,16 @@ EXPORT_FILES = ("connections.json", "variables.json", "pools.json")
 EXPORT_TABLES = {"connections.json": "connection", "variables.json": "variable", "pools.json": "slot_pool"}
 
 
+AGENT_PARTS = ("airflow_agent_env.py", "airflow_agent.py")  # one program; the last part calls main()
+
+
+FUTURE = b"from __future__ import annotations\n"
+
+
 def agent_source() -> bytes:
-    return resources.files("afbackup.sources").joinpath("airflow_agent.py").read_bytes()
+    """The agent's parts as one program; its ``__future__`` import (valid only first) is hoisted to the top."""
+    package = resources.files("afbackup.sources")
+    return FUTURE + b"\n".join(package.joinpath(part).read_bytes().replace(FUTURE, b"") for part in AGENT_PARTS)
 
 
 def resolve_python(cfg: AirflowConfig) -> list[str]:

@@ -31,7 +31,15 @@ import shutil
 import sys
 import tempfile
 import traceback
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # defined by the part sent before this one (AGENT_PARTS in sources/airflow.py)
+    from afbackup.sources.airflow_agent_env import (
+        _environment_or_error,
+        _read_triggers,
+        _trigger_digests,
+        op_environment,
+    )
 
 MAGIC = b"AFBACKUP-AGENT/1"
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
@@ -140,6 +148,7 @@ def op_info(request: dict[str, Any]) -> dict[str, Any]:
         "env_connections": sorted(k[len("AIRFLOW_CONN_"):].lower() for k in env if k.startswith("AIRFLOW_CONN_")),
         "env_variables": sorted(k[len("AIRFLOW_VAR_"):].lower() for k in env if k.startswith("AIRFLOW_VAR_")),
         "secrets_backend": conf.get("secrets", "backend", fallback="") or "",
+        "environment": _environment_or_error(),
     }
 
 
@@ -252,10 +261,15 @@ def _read_pools() -> dict[str, dict[str, Any]]:
 def op_secrets_check(request: dict[str, Any]) -> dict[str, Any]:
     """Which connections/variables fail to decrypt, and which connections/variables/pools differ from
     the expected values (names only: values never leave this process)."""
+    from airflow.models.crypto import get_fernet
+
     connections, variables, broken = _read_secrets()
+    triggers, broken["triggers"] = _read_triggers(get_fernet())
     expected = request.get("expected") or {}
     pools = _read_pools()
-    differ: dict[str, list[str]] = {"connections": [], "variables": [], "pools": []}
+    differ: dict[str, list[str]] = {"connections": [], "variables": [], "pools": [], "triggers": [
+        trigger_id for trigger_id, digest in (request.get("expected_triggers") or {}).items()
+        if triggers.get(trigger_id) != digest]}
     for name, item in (expected.get("pools") or {}).items():
         got = pools.get(name)
         if got is None or got["slots"] != item.get("slots") or (got["description"] or "") != (
@@ -271,7 +285,8 @@ def op_secrets_check(request: dict[str, Any]) -> dict[str, Any]:
             differ["variables"].append(key)
     return {"undecryptable": broken, "differ": differ,
             "counts": {"connections": len(connections) + len(broken["connections"]),
-                       "variables": len(variables) + len(broken["variables"]), "pools": len(pools)}}
+                       "variables": len(variables) + len(broken["variables"]), "pools": len(pools),
+                       "triggers": len(triggers) + len(broken["triggers"])}}
 
 
 def _use_fernet_keys(keys: list[str]) -> None:
@@ -306,9 +321,11 @@ def op_fernet_repair(request: dict[str, Any]) -> dict[str, Any]:
     before = op_secrets_check(request)
     broken = before["undecryptable"]
     result: dict[str, Any] = {"before": before, "reencrypted": False}
-    if (broken["connections"] or broken["variables"]) and request.get("source_keys"):
+    if (broken["connections"] or broken["variables"] or broken["triggers"]) and request.get("source_keys"):
+        expected_triggers = _trigger_digests(_fernet_keys() + request["source_keys"])
         op_fernet_reencrypt(request)
         result["reencrypted"] = True
+        request = dict(request, expected_triggers=expected_triggers)
     result["after"] = op_secrets_check(request) if result["reencrypted"] else before
     return result
 
@@ -346,6 +363,7 @@ def op_cli(request: dict[str, Any]) -> dict[str, Any]:
 OPERATIONS = {
     "info": op_info, "export": op_export, "cli": op_cli, "schema": op_schema, "secrets_check": op_secrets_check,
     "fernet_reencrypt": op_fernet_reencrypt, "fernet_repair": op_fernet_repair, "import": op_import,
+    "environment": op_environment,
 }
 
 

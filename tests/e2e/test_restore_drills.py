@@ -222,7 +222,12 @@ def test_incident_restore_scales_down_restores_paused_and_reencrypted_then_scale
     section5 = out.split("[5/7]")[1].split("[6/7]")[0]
     assert "verified" in section5 and "  - " in section5
     next_steps = out.split("[7/7] Next steps")[1]
-    assert "airflow dags unpause sample_etl" in next_steps
+    assert "airflow dags unpause sample_etl" in next_steps and "afbackup unpause --target-dsn" in next_steps
+    # AND the non-DB items the operator must bring, each checked against the target
+    section4 = out.split("[4/7]")[1].split("[5/7]")[0]
+    for item in ("Fernet key", "JWT secret", "auth", "DAG bundles", "providers"):
+        assert f"] {item}" in section4, item
+    assert "Work in flight: 0 task instance(s)" in section4
     assert "kubectl -n airflow logs deployment/airflow-scheduler" in next_steps
     assert "quarterly_drill.sh" in next_steps and "rotate" in next_steps
 

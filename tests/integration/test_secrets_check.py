@@ -51,7 +51,19 @@ EXPECTED = {"connections": {"db": {"password": "s3cret", "extra": '{"a":1}'},
 
 def test_exact_values_decrypt_and_match(pg, db):
     assert check_directly(pg.dsn(db), None, "public", _contents([KEY]), EXPECTED, 10) == {
-        "connections": 2, "variables": 2}
+        "connections": 2, "variables": 2, "triggers": 0}
+
+
+def test_triggers_must_decrypt_with_the_source_keys(pg, db):
+    # GIVEN a trigger encrypted with the source key and one in plain JSON (older Airflow): both readable
+    pg.execute(db, "CREATE TABLE trigger (id int, kwargs text)")
+    pg.execute(db, "INSERT INTO trigger VALUES (1, %s), (2, '{\"a\": 1}')",
+               (Fernet(KEY.encode()).encrypt(b'{"__var": {}, "__type": "dict"}').decode(),))
+    assert check_directly(pg.dsn(db), None, "public", _contents([KEY]), EXPECTED, 10)["triggers"] == 2
+    # WHEN one is encrypted with another key THEN it is named
+    pg.execute(db, "INSERT INTO trigger VALUES (7, %s)", (Fernet(Fernet.generate_key()).encrypt(b"{}").decode(),))
+    with pytest.raises(SourceError, match="trigger.* 7 "):
+        check_directly(pg.dsn(db), None, "public", _contents([KEY]), EXPECTED, 10)
 
 
 def test_a_changed_value_is_named(pg, db):
