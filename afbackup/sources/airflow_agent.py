@@ -33,7 +33,9 @@ import tempfile
 import traceback
 from typing import TYPE_CHECKING, Any, Iterator
 
-if TYPE_CHECKING:  # defined by the part sent before this one (AGENT_PARTS in sources/airflow.py)
+# Run as the agent, these are defined by the part sent before this one (AGENT_PARTS in sources/airflow.py);
+# imported as a module (tests, type checkers), they come from that part's module.
+if TYPE_CHECKING or __name__ != "__main__":
     from afbackup.sources.airflow_agent_env import (
         _environment_or_error,
         _read_triggers,

@@ -214,6 +214,7 @@ def _split_by_deployment(built: list[dict[str, Any]], tmp_path: Path) -> list[Pa
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS, ids=lambda v: v or "newest")
+@pytest.mark.integration  # kubernetes-validate from the tools venv
 def test_rendered_fleet_validates_strictly_against_the_kubernetes_schema(built, tmp_path, version):
     validate = tool("kubernetes-validate")
     argv = [str(validate), "--strict", "--quiet"] + (["--kubernetes-version", version] if version else [])
@@ -224,6 +225,7 @@ def test_rendered_fleet_validates_strictly_against_the_kubernetes_schema(built, 
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # checkov from the tools venv
 def test_checkov_finds_nothing_beyond_the_documented_skips(built, tmp_path):
     checkov = tool("checkov")
     folder = tmp_path / "fleet"

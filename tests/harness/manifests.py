@@ -35,7 +35,7 @@ def manifest_doc(**changes: Any) -> dict[str, Any]:
         "encryption": {"recipients": ["0123456789ABCDEF0123456789ABCDEF01234567"], "signer": None,
                        "fernet_recipients": None},
         "exit_codes": {"pg_dump": 0, "gpg": 0, "airflow_agent": 0},
-        "object_lock": None,
+        "object_lock": None, "in_flight": None, "active_dags": None, "environment": None,
         "objects": [{"key": mf.ARCHIVE_NAME, "size": 4096, "sha256": SHA, "etag": "abc", "version_id": ""}],
     }
     doc.update(changes)

@@ -288,6 +288,7 @@ def test_basic_auth_from_the_url_works_and_is_never_logged(auth_gateway, instanc
     assert notify(NotifyConfig(pushgateway_url=auth_gateway.url), ok, instance=instance) != []
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_every_series_is_labelled_by_deployment_and_a_backup_success_keeps_duration_size_and_max_age(
         gateway, instance):
     cfg = NotifyConfig(pushgateway_url=gateway.url)
@@ -306,6 +307,7 @@ def test_every_series_is_labelled_by_deployment_and_a_backup_success_keeps_durat
     assert gateway.value("afbackup_backup_max_age_seconds", instance=instance, command="backup") == 93600
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_failures_total_counts_failed_runs_across_pushes(gateway, instance):
     cfg = NotifyConfig(pushgateway_url=gateway.url)
     failures = {"instance": instance, "command": "backup", "result": "failure"}
@@ -322,6 +324,7 @@ def test_failures_total_counts_failed_runs_across_pushes(gateway, instance):
     assert gateway.value("afbackup_failures_total", **failures) == 2
 
 
+@pytest.mark.integration  # the real Pushgateway (make pushgateway)
 def test_check_pushes_the_signing_key_expiry_under_its_own_name_and_sends_no_slack(
         gateway, instance, hook, webhook_file):
     cfg = NotifyConfig(pushgateway_url=gateway.url, slack_webhook_url_file=webhook_file)

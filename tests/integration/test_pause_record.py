@@ -7,6 +7,8 @@ import pytest
 from afbackup.restore.pause import forget, pause_all, read_record, unpause_recorded
 from tests.harness.pg import PostgresServer
 
+pytestmark = pytest.mark.integration  # a real PostgreSQL
+
 
 @pytest.fixture(scope="module")
 def pg():
