@@ -39,7 +39,8 @@ def _on_signal(signum, _frame) -> None:
 # `backup` or `drill` need: start-up time counts in every CronJob and in verify's budget.
 COMMANDS = {
     "backup": "backup:backup", "list": "catalog:list_command", "show": "catalog:show",
-    "verify": "verify:verify", "restore": "restore:restore", "drill": "drill:drill",
+    "verify": "verify:verify", "restore": "restore:restore",
+    "restore-cleanup": "restore_cleanup:restore_cleanup", "drill": "drill:drill",
     "prune": "prune:prune", "pin": "prune:pin", "unpin": "prune:unpin", "break-lock": "prune:break_lock_command",
     "check": "check:check", "config": "config_cmd:config",
 }

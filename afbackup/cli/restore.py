@@ -23,19 +23,23 @@ def _confirm(question: str) -> bool:
 @click.argument("backup_ref", metavar="[BACKUP]", default="latest")
 @click.option("--target-dsn", required=True, metavar="DSN", help="Database to restore into (created if missing).")
 @click.option("--only", "only", metavar="PART,…", help="db, connections, variables, pools (default: all).")
-@click.option("--clean", is_flag=True, help="Allow a non-empty target: drop its Airflow schema first.")
+@click.option("--clean", is_flag=True, help="Allow a non-empty target: replace it (atomic swap, previous kept).")
 @click.option("--yes", is_flag=True, help="Do not ask before destructive steps.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--pause-dags", is_flag=True, help="Leave every DAG paused (reports which were active).")
 @click.option("--migrate", is_flag=True, help="Run `airflow db migrate` when the backup's schema is older.")
 @click.option("--jobs", type=click.IntRange(1, 32), default=None, help="Parallel pg_restore jobs ([restore] jobs).")
+@click.option("--terminate-sessions", is_flag=True, help="End other sessions on the target instead of refusing.")
+@click.option("--drop-previous", is_flag=True, help="Drop the replaced database after a successful swap.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @pass_app
 def restore(app: AppContext, backup_ref: str, target_dsn: str, only: str | None, clean: bool, yes: bool,
-            dry_run: bool, pause_dags: bool, migrate: bool, jobs: int | None, as_json: bool) -> int:
+            dry_run: bool, pause_dags: bool, migrate: bool, jobs: int | None, terminate_sessions: bool,
+            drop_previous: bool, as_json: bool) -> int:
     """Restore a backup (an id or `latest`): verified before anything reaches the target."""
     options = RestoreOptions(backup=backup_ref, target_dsn=target_dsn, parts=parse_parts(only), clean=clean,
-                             yes=yes, dry_run=dry_run, pause_dags=pause_dags, migrate=migrate, jobs=jobs)
+                             yes=yes, dry_run=dry_run, pause_dags=pause_dags, migrate=migrate, jobs=jobs,
+                             terminate_sessions=terminate_sessions, drop_previous=drop_previous)
     report = run_restore(app.settings(), options, confirm=_confirm, progress=Progress("restore"))
     if as_json:
         emit_json(report.as_dict())
@@ -47,6 +51,9 @@ def restore(app: AppContext, backup_ref: str, target_dsn: str, only: str | None,
         return 0
     for line in report.steps:
         emit(f"  - {line}")
+    if report.previous_database:
+        emit(f"the previous database is kept as {report.previous_database}: drop it with "
+             "`afbackup restore-cleanup --target-dsn … --yes` once the restore is accepted")
     if report.paused_dags:
         emit(f"paused DAGs that were active: {', '.join(report.paused_dags)}")
     emit(f"restored backup {report.backup_id} into {report.target} in {report.seconds:.1f}s")
