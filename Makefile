@@ -58,7 +58,7 @@ test: install airflow tools awscli pushgateway
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.
 bench: install airflow awscli
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

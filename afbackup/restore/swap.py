@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from afbackup.errors import PreflightError
+from afbackup.errors import PreflightError, RestoreError
 from afbackup.restore import quiesce
 from afbackup.restore.target import TargetState, maintenance_dsn
 
@@ -127,6 +127,13 @@ class AtomicLoad:
 
     def begin(self, *, terminate: bool) -> None:
         """Close the target to new connections (refusing or terminating other sessions); create the staging DB."""
+        try:
+            self._begin(terminate)
+        except psycopg.Error as exc:
+            raise PreflightError(f"cannot prepare the restore of {self.target}: {_first_line(exc)}",
+                                 hint=_lock_hint(exc, self.lock_timeout)) from None
+
+    def _begin(self, terminate: bool) -> None:
         with self._conn() as conn:
             if self.state.exists:
                 self.terminated = quiesce.quiesce(conn, self.target, terminate=terminate, wait=self.lock_timeout)
@@ -141,6 +148,13 @@ class AtomicLoad:
 
     def commit(self) -> None:
         """The swap: one transaction renames the target away and the staging database to the target's name."""
+        try:
+            self._commit()
+        except psycopg.Error as exc:
+            raise RestoreError(f"the swap into {self.target} failed: {_first_line(exc)}", stage="swap",
+                               hint=_lock_hint(exc, self.lock_timeout)) from None
+
+    def _commit(self) -> None:
         with signals_deferred(), self._conn() as conn:
             with conn.transaction():
                 if self.state.exists:
@@ -203,6 +217,17 @@ class AtomicLoad:
         if failed_phase == "loaded":
             return f"{live}; {self.staging} was loaded but failed its checks and was dropped"
         return f"{live}: the restored database was swapped back out and dropped"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _lock_hint(exc: psycopg.Error, lock_timeout: float) -> str:
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return (f"another session held a lock on it for longer than restore.lock_timeout ({lock_timeout:g}s): "
+                "find it in pg_locks / pg_stat_activity, end it, and re-run")
+    return ""
 
 
 def _create_staging(conn: psycopg.Connection, state: TargetState, name: str) -> list[str]:

@@ -183,3 +183,25 @@ def test_missing_privileges_fail_before_anything_is_touched(env):
     assert f"GRANT {env.pg.user} TO {role}" in not_owner.stderr
     # THEN nothing was touched
     assert table_digests(env, target_db) == before and _afbackup_databases(env, target_db) == []
+
+
+def test_a_lock_held_on_the_target_fails_after_the_lock_timeout_not_forever(env):
+    # GIVEN a session that holds the target's catalog row locked (an open transaction that changed a grant)
+    _, path, _ = _backup(env)
+    target_db, before = _live_target(env)
+    cfg = tomllib.loads(path.read_text())
+    cfg["restore"] = {"lock_timeout": "1s"}
+    config = env.write_config(cfg)
+    with psycopg.connect(env.pg.dsn("postgres")) as holder:
+        holder.execute(f'GRANT CONNECT ON DATABASE "{target_db}" TO PUBLIC')
+        # WHEN a --clean restore runs
+        started = time.monotonic()
+        failed = _restore(env, config, target_db, "--clean", "--yes")
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    # THEN it fails (exit 4) on the lock timeout, says so, and nothing changed
+    assert failed.returncode == 4, failed.stderr
+    assert "lock timeout" in failed.stderr and "restore.lock_timeout (1s)" in failed.stderr
+    assert elapsed < 60
+    assert table_digests(env, target_db) == before and _accepts_connections(env, target_db)
+    assert _afbackup_databases(env, target_db) == []
