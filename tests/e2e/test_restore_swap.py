@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.harness.airflow_env import new_fernet_key
 from tests.helpers import table_digests
 
 pytestmark = pytest.mark.airflow
@@ -40,8 +41,8 @@ def _live_target(env) -> tuple[str, dict]:
     return db, table_digests(env, db)
 
 
-def _restore(env, path: Path, target_db: str, *args: str, dsn: str | None = None):
-    return env.afbackup(path, "restore", "--target-dsn", dsn or env.pg.dsn(target_db), *args)
+def _restore(env, path: Path, target_db: str, *args: str, dsn: str | None = None, airflow=None):
+    return env.afbackup(path, "restore", "--target-dsn", dsn or env.pg.dsn(target_db), *args, airflow=airflow)
 
 
 def _afbackup_databases(env, target_db: str) -> list[str]:
@@ -205,3 +206,23 @@ def test_a_lock_held_on_the_target_fails_after_the_lock_timeout_not_forever(env)
     assert elapsed < 60
     assert table_digests(env, target_db) == before and _accepts_connections(env, target_db)
     assert _afbackup_databases(env, target_db) == []
+
+
+@pytest.mark.slow
+def test_airflow_db_own_runs_the_fernet_repair_after_the_swap_on_the_final_name(env):
+    # GIVEN a backup made with an executor, and a live target deployment with ANOTHER Fernet key whose
+    # agent's Airflow reaches its database only under its own configured name (restore.airflow_db = "own")
+    source, source_db = env.airflow("3")
+    cfg = env.config(source_db, airflow=source)
+    done = env.afbackup(env.write_config(cfg), "backup", airflow=source)
+    assert done.returncode == 0, done.stderr
+    target, target_db = env.airflow("3", fernet_key=new_fernet_key())
+    cfg["restore"] = {"airflow_db": "own"}
+    config = env.write_config(cfg)
+    # WHEN restored with --clean
+    done = _restore(env, config, target_db, "--clean", "--yes", "--json", airflow=target)
+    # THEN the swap happened first, then Airflow re-encrypted every value under the target key, exactly
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["fernet"]["reencrypted"] is True and report["previous_database"]
+    assert target.probe() == source.probe()
