@@ -139,10 +139,11 @@ def _run(ctx: RestoreContext, record: Any, store: Any, gpg: Gpg, load: swap.Atom
         with report.timed("airflow_steps"):
             _airflow_steps(ctx, ctx.airflow, ctx.options.target_dsn, contents, report)
     load.phase = "done"  # from here on, nothing undoes the restore
-    if load.previous and options.drop_previous:
+    if load.previous and (options.drop_previous or not load.state.tables):  # an empty one is not worth keeping
         with report.timed("drop_previous"):
             if load.drop_previous():
-                report.steps.append(f"dropped the previous database {load.previous} (--drop-previous)")
+                why = "--drop-previous" if options.drop_previous else "it held no tables"
+                report.steps.append(f"dropped the previous database {load.previous} ({why})")
                 report.previous_database = None
 
 

@@ -46,6 +46,9 @@ def restore_cleanup(cfg: Config, target_dsn: str, *, yes: bool, dry_run: bool,
     dbname = conninfo_to_dict(target_dsn).get("dbname") or ""
     if not dbname:
         raise ConfigError("--target-dsn names no database", hint="pass the DSN given to `afbackup restore`")
+    if conninfo_to_dict(target_dsn).get("password"):
+        raise ConfigError("--target-dsn must not contain a password (it would be visible in `ps`)",
+                          hint="use restore.password_file, PGPASSWORD or PGPASSFILE")
     password = password_from_file(cfg.restore.password_file, "restore.password_file")
     report = CleanupReport(dbname, describe_server(target_dsn), dry_run=dry_run)
     with quiesce.ddl_connection(maintenance_dsn(target_dsn), password, cfg.database.connect_timeout,

@@ -166,7 +166,8 @@ def _database_plan(ctx: RestoreContext) -> list[str]:
         previous = swap.derived_name(state.dbname, "previous", "<UTC stamp>")
         lines.append(f"swap: rename {state.dbname} ({state.tables} Airflow tables) to {previous}, and the new "
                      f"database to {state.dbname}" + (" (--clean)" if state.tables else ""))
-        lines.append(f"drop {previous} (--drop-previous)" if opts.drop_previous else
+        lines.append(f"drop {previous} ({'--drop-previous' if opts.drop_previous else 'it holds no tables'})"
+                     if opts.drop_previous or not state.tables else
                      f"keep {previous} until `afbackup restore-cleanup` drops it")
     else:
         lines.append(f"rename it to {state.dbname} (create database {state.dbname})")

@@ -114,15 +114,25 @@ def _wait_for_load(env, target_db: str, proc: subprocess.Popen, timeout: float =
     raise AssertionError("pg_restore never started")
 
 
-@pytest.mark.slow
-def test_sigterm_during_the_load_leaves_the_target_intact_and_no_staging_database(env):
-    # GIVEN a backup big enough that its load takes seconds, and a live target
-    _, path, _ = _backup(env, bulk_rows=1_500_000)
-    target_db, before = _live_target(env)
-    # WHEN the real CLI restores it with --clean
-    proc = subprocess.Popen([sys.executable, "-m", "afbackup", "--config", str(path), "restore", "--target-dsn",
+@pytest.fixture(scope="module")
+def bulk_backup(env) -> Path:
+    """A backup big enough that its load takes seconds (the config that restores it)."""
+    return _backup(env, bulk_rows=1_500_000)[1]
+
+
+def _start_restore(env, path: Path, target_db: str) -> subprocess.Popen:
+    """The real CLI, restoring with --clean, in a child process."""
+    return subprocess.Popen([sys.executable, "-m", "afbackup", "--config", str(path), "restore", "--target-dsn",
                              env.pg.dsn(target_db), "--clean", "--yes"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env.afbackup_env(), cwd=str(env.workdir))
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_load_leaves_the_target_intact_and_no_staging_database(env, bulk_backup):
+    # GIVEN a backup big enough that its load takes seconds, and a live target
+    target_db, before = _live_target(env)
+    # WHEN the real CLI restores it with --clean
+    proc = _start_restore(env, bulk_backup, target_db)
     try:
         staging = _wait_for_load(env, target_db, proc)
         # THEN during the load the target accepts no new connection, from anyone
@@ -142,6 +152,34 @@ def test_sigterm_during_the_load_leaves_the_target_intact_and_no_staging_databas
     # AND the live database is exactly as it was, open again, and nothing afbackup created is left
     assert table_digests(env, target_db) == before and _accepts_connections(env, target_db)
     assert _afbackup_databases(env, target_db) == []
+
+
+@pytest.mark.slow
+def test_after_a_sigkill_restore_cleanup_drops_the_staging_database_and_reopens_the_target(env, bulk_backup):
+    # GIVEN a --clean restore killed with SIGKILL during the load (no clean-up possible)
+    target_db, before = _live_target(env)
+    proc = _start_restore(env, bulk_backup, target_db)
+    try:
+        staging = _wait_for_load(env, target_db, proc)
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not _accepts_connections(env, target_db) and staging in _afbackup_databases(env, target_db)
+    deadline = time.monotonic() + 120  # the orphaned pg_restore finishes (or fails) on its own
+    while env.pg.execute("postgres", "SELECT 1 FROM pg_stat_activity WHERE datname = %s", (staging,)):
+        assert time.monotonic() < deadline, "pg_restore kept running"
+        time.sleep(0.2)
+    # WHEN the operator runs restore-cleanup
+    cleaned = env.afbackup(bulk_backup, "restore-cleanup", "--target-dsn", env.pg.dsn(target_db), "--yes", "--json")
+    # THEN the staging database is dropped, the target reopened, unchanged
+    assert cleaned.returncode == 0, cleaned.stderr
+    report = json.loads(cleaned.stdout)
+    assert report["dropped"] == [staging] and report["reopened"] is True
+    assert _afbackup_databases(env, target_db) == [] and _accepts_connections(env, target_db)
+    assert table_digests(env, target_db) == before
 
 
 def test_pg_restore_that_writes_nothing_says_untouched(env, tmp_path):
