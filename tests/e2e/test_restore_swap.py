@@ -53,6 +53,7 @@ def _accepts_connections(env, db: str) -> bool:
     return env.pg.execute("postgres", "SELECT datallowconn FROM pg_database WHERE datname = %s", (db,))[0][0]
 
 
+@pytest.mark.slow
 def test_a_client_on_the_target_refuses_clean_then_terminate_sessions_swaps_and_keeps_the_previous(env):
     # GIVEN a backup, and a live target where a "scheduler" holds a transaction open
     source_db, path, _ = _backup(env)
@@ -117,7 +118,7 @@ def _wait_for_load(env, target_db: str, proc: subprocess.Popen, timeout: float =
 @pytest.fixture(scope="module")
 def bulk_backup(env) -> Path:
     """A backup big enough that its load takes seconds (the config that restores it)."""
-    return _backup(env, bulk_rows=1_500_000)[1]
+    return _backup(env, bulk_rows=800_000)[1]
 
 
 def _start_restore(env, path: Path, target_db: str) -> subprocess.Popen:
