@@ -77,9 +77,9 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
                 progress: Progress) -> RestoreReport:
     started = time.monotonic()
     cfg = settings.config
-    store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
     report = RestoreReport("", "", [])
     with report.timed("preflight"):
+        store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
         record = trusted_manifest(store, options.backup, gpg, cfg.encryption)
         ctx = prepare_restore(cfg, record.manifest, options)
     report.backup_id, report.target = record.backup_id, f"{ctx.state.dbname} on {ctx.state.server}"

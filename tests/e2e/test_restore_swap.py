@@ -190,8 +190,10 @@ def test_pg_restore_that_writes_nothing_says_untouched(env, tmp_path):
     real = subprocess.run(["bash", "-c", "command -v pg_restore"], capture_output=True, text=True).stdout.strip()
     wrapper = tmp_path / "bin" / "pg_restore"
     wrapper.parent.mkdir()
+    port = env.pg.port  # every connection pg_restore makes goes to port 1 instead: refused
     wrapper.write_text("#!/bin/bash\nargs=()\nfor a in \"$@\"; do\n"
-                       f"  a=\"${{a/port={env.pg.port}/port=1}}\"; args+=(\"${{a/:{env.pg.port}\\//:1/}}\")\ndone\nexec {real} \"${{args[@]}}\"\n")
+                       f"  a=\"${{a/port={port}/port=1}}\"; args+=(\"${{a/:{port}\\//:1/}}\")\n"
+                       f"done\nexec {real} \"${{args[@]}}\"\n")
     wrapper.chmod(0o755)
     cfg = tomllib.loads(path.read_text())
     cfg["database"]["pg_bin_dir"] = str(wrapper.parent)
