@@ -267,3 +267,15 @@ def test_airflow_db_own_runs_the_fernet_repair_after_the_swap_on_the_final_name(
     report = json.loads(done.stdout)
     assert report["fernet"]["reencrypted"] is True and report["previous_database"]
     assert target.probe() == source.probe()
+
+
+def test_an_existing_empty_database_is_replaced_and_not_kept(env):
+    # GIVEN an existing, empty database (pre-created by the operator) and a backup
+    source_db, path, _ = _backup(env)
+    _, target_db = env.airflow("3", empty=True)
+    # WHEN restored into it (no --clean needed: it holds no tables)
+    done = _restore(env, path, target_db, "--json")
+    assert done.returncode == 0, done.stderr
+    # THEN it holds the backup, and the empty database it replaced is not kept
+    assert json.loads(done.stdout)["previous_database"] is None and _afbackup_databases(env, target_db) == []
+    assert table_digests(env, target_db)["variable"] == table_digests(env, source_db)["variable"]
