@@ -98,10 +98,13 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
         interrupted = Interrupted(int(getattr(exc, "signum", signal.SIGINT)))
         interrupted.hint = _roll_back(load)
         raise interrupted from None
-    except AfbackupError as exc:
+    except Exception as exc:
         if load is not None:
             state = _roll_back(load)
-            exc.hint = state + (f"; {exc.hint}" if exc.hint else "")
+            if isinstance(exc, AfbackupError):
+                exc.hint = state + (f"; {exc.hint}" if exc.hint else "")
+            else:
+                logger.error("the restore failed unexpectedly: %s", state)
         raise
     report.plan = describe_plan(ctx)  # for --json: what was planned (the version check is done by now)
     report.seconds = time.monotonic() - started

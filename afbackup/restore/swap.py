@@ -103,6 +103,7 @@ class AtomicLoad:
     terminated: list[quiesce.Session] = dataclasses.field(default_factory=list)
     carried: list[str] = dataclasses.field(default_factory=list)
     written: int | None = None  # tables found in the staging database when it was dropped (None: unknown)
+    comment: str | None = None  # the target's own database comment, carried over to the restored database
 
     @property
     def target(self) -> str:
@@ -137,14 +138,11 @@ class AtomicLoad:
         with self._conn() as conn:
             if self.state.exists:
                 self.terminated = quiesce.quiesce(conn, self.target, terminate=terminate, wait=self.lock_timeout)
-            try:
-                with signals_deferred():
-                    self.carried = _create_staging(conn, self.state, self.staging)
-                    self.phase = "loading"
-            except BaseException:
-                if self.state.exists:
-                    quiesce.set_connections(conn, self.target, True)
-                raise
+                self.comment = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database"
+                                            " WHERE datname = %s", (self.target,)).fetchone()[0]
+            with signals_deferred():
+                self.phase = "loading"  # from here on, rollback() drops the staging database and reopens the target
+                self.carried = _create_staging(conn, self.state, self.staging)
 
     def commit(self) -> None:
         """The swap: one transaction renames the target away and the staging database to the target's name."""
@@ -161,10 +159,14 @@ class AtomicLoad:
                     _rename(conn, self.target, self.previous)
                     _comment(conn, self.previous, f"{COMMENT_PREFIX}previous:{self.target}")
                 _rename(conn, self.staging, self.target)
-                _comment(conn, self.target, None)
+                _comment(conn, self.target, self.comment)
             self.phase = "swapped"
             if self.state.exists:
-                quiesce.set_connections(conn, self.previous, True)
+                try:  # for inspection; the swap is done whether or not this works
+                    quiesce.set_connections(conn, self.previous, True)
+                except psycopg.Error as exc:
+                    logger.warning("could not open the previous database %s to connections: %s", self.previous,
+                                   _first_line(exc))
         logger.info("swapped the restored database in as %s%s", self.target,
                     f"; the previous one is kept as {self.previous}" if self.previous else "")
 
@@ -177,7 +179,7 @@ class AtomicLoad:
                 _drop(conn, self.target, force=True)
                 if self.state.exists:
                     _rename(conn, self.previous, self.target)
-                    _comment(conn, self.target, None)
+                    _comment(conn, self.target, self.comment)
             else:
                 self.written = self._tables_written()
                 _drop(conn, self.staging, force=True)
