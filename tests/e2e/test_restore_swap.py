@@ -129,29 +129,35 @@ def _start_restore(env, path: Path, target_db: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigterm_during_the_load_leaves_the_target_intact_and_no_staging_database(env, bulk_backup):
-    # GIVEN a backup big enough that its load takes seconds, and a live target
-    target_db, before = _live_target(env)
-    # WHEN the real CLI restores it with --clean
+@pytest.mark.parametrize("existing", [True, False], ids=["live-target", "new-target"])
+def test_sigterm_during_the_load_leaves_the_target_as_it_was_and_no_database_afbackup_created(env, bulk_backup,
+                                                                                               existing):
+    # GIVEN a backup big enough that its load takes seconds, and a live target (or none yet)
+    target_db, before = _live_target(env) if existing else (env.unique("never_restored_"), {})
+    # WHEN the real CLI restores it (--clean)
     proc = _start_restore(env, bulk_backup, target_db)
     try:
         staging = _wait_for_load(env, target_db, proc)
-        # THEN during the load the target accepts no new connection, from anyone
-        with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
-            psycopg.connect(env.pg.dsn(target_db)).close()
-        # WHEN SIGTERM arrives during the load
+        if existing:  # THEN during the load the target accepts no new connection, from anyone
+            with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+                psycopg.connect(env.pg.dsn(target_db)).close()
+        # WHEN SIGTERM arrives during the (multi-job) load
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # THEN it exits 128+15 and says what is true: the target is untouched, the staging database dropped
+    # THEN it exits 128+15 and says what is true: the target untouched (or not created), the staging DB dropped
     assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert f"{target_db} is untouched" in stderr and staging in stderr and "dropped" in stderr
+    said = f"{target_db} is untouched" if existing else f"{target_db} was not created"
+    assert said in stderr and f"the partially loaded {staging} was dropped" in stderr, stderr
     assert "nothing incomplete was committed" not in stderr
     # AND the live database is exactly as it was, open again, and nothing afbackup created is left
-    assert table_digests(env, target_db) == before and _accepts_connections(env, target_db)
+    if existing:
+        assert table_digests(env, target_db) == before and _accepts_connections(env, target_db)
+    else:
+        assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (target_db,)) == []
     assert _afbackup_databases(env, target_db) == []
 
 
