@@ -153,8 +153,7 @@ def _run(ctx: RestoreContext, record: Any, store: Any, gpg: Gpg, load: swap.Atom
 def _swapped(load: swap.AtomicLoad) -> str:
     if not load.previous:
         return f"renamed the checked database to {load.target}"
-    return (f"swapped the checked database in as {load.target}; the previous one is kept as {load.previous} "
-            "(drop it with `afbackup restore-cleanup`)")
+    return f"swapped the checked database in as {load.target}; the previous one is now {load.previous}"
 
 
 def _roll_back(load: swap.AtomicLoad) -> str:
