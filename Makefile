@@ -77,7 +77,7 @@ unit: install
 
 # Performance targets (a benchmark, not a test): ~10 minutes, ~8 GB of disk.
 bench: install airflow awscli
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # Regenerate the generated parts of the docs (the module map of docs/architecture.md).
 docs: install

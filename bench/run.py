@@ -66,27 +66,32 @@ def _archive_size(measurement) -> int:
     return json.loads(measurement.stdout)["size"]
 
 
-def run(size: int, triple: bool) -> dict:
-    report: dict = {"size_bytes": size, "date": dt.datetime.now(dt.UTC).isoformat()}
+def run(size: int, triple: bool, only: str = "all") -> dict:
+    report: dict = {"size_bytes": size, "date": dt.datetime.now(dt.UTC).isoformat(), "only": only}
     with Environment(min_part_size=None) as env:
         awscli = scenarios_awscli()
         print("generating the benchmark databases …", flush=True)
         airflow, db = _prepare_db(env, "bench1x", size)
         bucket = env.bucket("bench")
         config = _config(env, airflow, db, bucket)
-        seed = scenarios.seed_script(env, airflow, db, bucket, awscli, env.workdir)
-        flags = _scope_flags(env, airflow, config)
-        floor = median_run(lambda: scenarios.pg_dump_floor(env, db, flags))
-        ours = median_run(lambda: scenarios.afbackup(env, airflow, config, "backup", "--json"))
-        report["backup"] = {
-            "seed": {"seconds": seed.seconds, "archive": json.loads(seed.stdout)["archive_size"]},
-            "floor": {"seconds": floor.seconds},
-            "afbackup": {"seconds": ours.seconds, "archive": _archive_size(ours), "own_rss": ours.own_peak_rss,
-                         "tree_rss": ours.tree_peak_rss},
-        }
+        if only == "restore":  # one backup to restore from; the backup targets are not measured
+            ours = scenarios.afbackup(env, airflow, config, "backup", "--json")
+            report["backup"] = {"afbackup": {"seconds": ours.seconds, "archive": _archive_size(ours),
+                                             "own_rss": ours.own_peak_rss, "tree_rss": ours.tree_peak_rss}}
+        else:
+            seed = scenarios.seed_script(env, airflow, db, bucket, awscli, env.workdir)
+            flags = _scope_flags(env, airflow, config)
+            floor = median_run(lambda: scenarios.pg_dump_floor(env, db, flags))
+            ours = median_run(lambda: scenarios.afbackup(env, airflow, config, "backup", "--json"))
+            report["backup"] = {
+                "seed": {"seconds": seed.seconds, "archive": json.loads(seed.stdout)["archive_size"]},
+                "floor": {"seconds": floor.seconds},
+                "afbackup": {"seconds": ours.seconds, "archive": _archive_size(ours), "own_rss": ours.own_peak_rss,
+                             "tree_rss": ours.tree_peak_rss},
+            }
         report["restore"] = _restore_bench(env, airflow, db, bucket, json.loads(ours.stdout), awscli,
-                                           _scope_flags(env, airflow, config))
-        if triple:
+                                           _scope_flags(env, airflow, config), full=only != "restore")
+        if triple and only != "restore":
             airflow3, db3 = _prepare_db(env, "bench3x", 3 * size)
             big = scenarios.afbackup(env, airflow3, _config(env, airflow3, db3, bucket), "backup", "--json")
             report["backup"]["afbackup_3x"] = {"seconds": big.seconds, "archive": _archive_size(big),
@@ -95,19 +100,29 @@ def run(size: int, triple: bool) -> dict:
 
 
 def _restore_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: str, backup: dict, awscli: str,
-                   scope_flags: list[str]) -> dict:
-    """Restore: the pg_restore -j2 floor vs afbackup restore; verify vs raw download+decrypt+decompress."""
+                   scope_flags: list[str], *, full: bool = True) -> dict:
+    """Restore: the pg_restore -j2 floor vs afbackup restore (into a new database, then --clean over it: the
+    quiesce and swap); verify vs raw download+decrypt+decompress (skipped with ``--case restore``)."""
     operator = env.write_config(env.config(db, airflow=airflow, bucket=bucket, sign=False), "bench-restore.toml")
     floor = scenarios.pg_restore_floor(env, db, scope_flags, env.workdir)
-    ours = scenarios.afbackup(env, airflow, operator, "restore", backup["backup_id"], "--target-dsn",
-                              env.pg.dsn("afbackup_restore"), "--jobs", "2", name="afbackup restore")
+    restore = [operator, "restore", backup["backup_id"], "--target-dsn", env.pg.dsn("afbackup_restore"), "--jobs",
+               "2", "--json"]
+    ours = scenarios.afbackup(env, airflow, *restore, name="afbackup restore")
+    clean = scenarios.afbackup(env, airflow, *restore, "--clean", "--yes", "--drop-previous",
+                               name="afbackup restore --clean")
+    result = {"floor": {"seconds": floor.seconds},
+              "afbackup": {"seconds": ours.seconds, "own_rss": ours.own_peak_rss,
+                           "timings": json.loads(ours.stdout)["timings"]},
+              "afbackup_clean": {"seconds": clean.seconds, "own_rss": clean.own_peak_rss,
+                                 "timings": json.loads(clean.stdout)["timings"]}}
+    if not full:
+        return result
     key = f"airflow/v1/backups/{backup['backup_id']}/archive.tar.zst.gpg"
     raw = median_run(lambda: scenarios.raw_download_decrypt(env, bucket, key, awscli))
     verify = median_run(lambda: scenarios.afbackup(env, airflow, operator, "verify", backup["backup_id"],
                                                    name="afbackup verify"))
-    return {"floor": {"seconds": floor.seconds}, "afbackup": {"seconds": ours.seconds, "own_rss": ours.own_peak_rss},
-            "raw_download": {"seconds": raw.seconds}, "verify": {"seconds": verify.seconds,
-                                                                  "own_rss": verify.own_peak_rss}}
+    return {**result, "raw_download": {"seconds": raw.seconds},
+            "verify": {"seconds": verify.seconds, "own_rss": verify.own_peak_rss}}
 
 
 def scenarios_awscli() -> str:
@@ -120,6 +135,16 @@ def scenarios_awscli() -> str:
 
 def print_report(report: dict) -> bool:
     b = report["backup"]
+    checks = _print_backup(b) if "seed" in b else []
+    if "restore" in report:
+        checks += _print_restore(report["restore"])
+    print()
+    for label, value, ok in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value:.3f}")
+    return all(ok for _, _, ok in checks)
+
+
+def _print_backup(b: dict) -> list:
     seed, floor, ours = b["seed"], b["floor"], b["afbackup"]
     mib = 2**20
     print("\n== backup ==")
@@ -141,36 +166,41 @@ def print_report(report: dict) -> bool:
         print(f"{'afbackup backup, DB ×3':24}{big['seconds']:9.2f}{big['archive'] / mib:13.1f}"
               f"{big['own_rss'] / mib:13.1f}{big['tree_rss'] / mib:14.1f}")
         checks.append(("own peak RSS flat (±20 %) at 3× size", change, abs(change) <= 0.20))
-    if "restore" in report:
-        r = report["restore"]
-        print("\n== restore and verify ==")
-        print(f"{'pg_restore -j2 floor':24}{r['floor']['seconds']:9.2f}")
-        print(f"{'afbackup restore':24}{r['afbackup']['seconds']:9.2f}"
-              f"   own RSS {r['afbackup']['own_rss'] / mib:.1f} MiB")
+    return checks
+
+
+def _print_restore(r: dict) -> list:
+    mib, checks = 2**20, []
+    print("\n== restore and verify ==")
+    print(f"{'pg_restore -j2 floor':24}{r['floor']['seconds']:9.2f}")
+    for key, label in (("afbackup", "afbackup restore"), ("afbackup_clean", "afbackup restore --clean")):
+        run_ = r[key]
+        print(f"{label:24}{run_['seconds']:9.2f}   own RSS {run_['own_rss'] / mib:.1f} MiB")
+        print(" " * 24 + "   steps: " + ", ".join(f"{k} {v:.2f}" for k, v in run_["timings"].items()))
+        checks.append((f"{label} ≤ 1.3 × pg_restore -j2", run_["seconds"] / r["floor"]["seconds"],
+                       run_["seconds"] <= 1.3 * r["floor"]["seconds"]))
+    if "verify" in r:
         print(f"{'download+decrypt+zstd':24}{r['raw_download']['seconds']:9.2f}")
         print(f"{'afbackup verify':24}{r['verify']['seconds']:9.2f}   own RSS {r['verify']['own_rss'] / mib:.1f} MiB")
-        checks.append(("restore ≤ 1.3 × pg_restore -j2", r["afbackup"]["seconds"] / r["floor"]["seconds"],
-                       r["afbackup"]["seconds"] <= 1.3 * r["floor"]["seconds"]))
         checks.append(("verify ≤ 1.2 × download+decrypt+decompress",
                        r["verify"]["seconds"] / r["raw_download"]["seconds"],
                        r["verify"]["seconds"] <= 1.2 * r["raw_download"]["seconds"]))
-    print()
-    for label, value, ok in checks:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value:.3f}")
-    return all(ok for _, _, ok in checks)
+    return checks
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1GiB", help="size of the generated database (default 1GiB)")
     parser.add_argument("--no-triple", action="store_true", help="skip the 3× database")
-    parser.add_argument("--case", choices=["all", "backup", "fleet"], default="all",
-                        help="fleet: only `fleet status` over 50 deployments x 60 backups (no database needed)")
+    parser.add_argument("--case", choices=["all", "backup", "restore", "fleet"], default="all",
+                        help="backup: the backup, restore and verify targets; restore: only the restore targets "
+                             "(one backup to restore from; no seed, backup medians, verify or 3x database); "
+                             "fleet: only `fleet status` over 50 deployments x 60 backups (no database needed)")
     args = parser.parse_args(argv)
     report: dict = {}
     ok = True
-    if args.case in ("all", "backup"):
-        report = run(parse_size(args.size), not args.no_triple)
+    if args.case in ("all", "backup", "restore"):
+        report = run(parse_size(args.size), not args.no_triple, "restore" if args.case == "restore" else "all")
         ok = print_report(report)
     if args.case in ("all", "fleet"):
         from bench.fleet import print_fleet, run_fleet

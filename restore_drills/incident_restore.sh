@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The incident runbook, executable: restore an Airflow deployment's metadata database from a backup.
 #
-#   incident_restore.sh --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean]
+#   incident_restore.sh --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean] [--terminate-sessions]
 #                       [--k8s-namespace NS --k8s-scheduler DEPLOYMENT] [--config FILE]
 #
 # 1. show what will be restored and confirm     5. what restore verified
@@ -27,14 +27,17 @@ WAIT_TIMEOUT=${K8S_WAIT_TIMEOUT:-300}
 
 usage() {
     cat <<EOF
-usage: $PROG --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean]
+usage: $PROG --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean] [--terminate-sessions]
        $PROG ... --k8s-namespace NS --k8s-scheduler DEPLOYMENT
 
   --target-dsn DSN         the database to restore into (created when missing; no password in it)
   --backup ID|latest       the backup to restore (default: latest; resolved to an id before anything happens)
   --yes                    do not ask for confirmation (required when there is no terminal)
   --migrate                run \`airflow db migrate\` after the restore (when the backup's schema is older)
-  --clean                  allow a non-empty target: its Airflow schema is DROPPED first
+  --clean                  allow a non-empty target: it is REPLACED by an atomic swap (the old one is kept as
+                           <target>__afbackup_previous_<stamp> until \`afbackup restore-cleanup\` drops it)
+  --terminate-sessions     end the other sessions on the target (Airflow components still running) instead
+                           of refusing
   --k8s-namespace NS       with --k8s-scheduler: the namespace of the scheduler Deployment
   --k8s-scheduler NAME     scale this Deployment to 0 during the restore, and back afterwards (on any exit)
   --config FILE            afbackup's config file (default: \$AFBACKUP_CONFIG, else /etc/afbackup/config.toml)
@@ -51,7 +54,7 @@ loud() {  # loud LINE...: a message the operator must not miss (on stderr, with 
 }
 
 # --------------------------------------------------------------------------------------------- arguments
-TARGET_DSN="" BACKUP="latest" YES=0 MIGRATE=0 CLEAN=0 K8S_NS="" K8S_DEPLOY=""
+TARGET_DSN="" BACKUP="latest" YES=0 MIGRATE=0 CLEAN=0 TERMINATE=0 K8S_NS="" K8S_DEPLOY=""
 need() { [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -68,6 +71,7 @@ while [[ $# -gt 0 ]]; do
         --yes) YES=1; shift ;;
         --migrate) MIGRATE=1; shift ;;
         --clean) CLEAN=1; shift ;;
+        --terminate-sessions) TERMINATE=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die_usage "unknown argument: $1" ;;
     esac
@@ -159,6 +163,9 @@ if f:
           % (f["task_instances"], f["dag_runs"], f["triggers"]))
 for warning in (r.get("environment") or {}).get("warnings") or []:
     print("warning\t%s" % " ".join(str(warning).split()))
+print("previous\t%s" % (r.get("previous_database") or ""))
+for s in r.get("terminated_sessions") or []:
+    print("terminated\tpid %s %s from %s" % (s.get("pid"), s.get("application") or "?", s.get("client") or "local"))
 '
 }
 
@@ -178,13 +185,15 @@ say "Airflow:       ${M[2]} (schema revision ${M[3]})"
 say "PostgreSQL:    ${M[4]}"
 [[ -n ${M[5]:-} ]] && say "NOT in the backup (environment/secrets backend): ${M[5]}"
 say "target:        $TARGET_DSN"
-say "restore with:  --pause-dags$( ((MIGRATE)) && printf ' --migrate')$( ((CLEAN)) && printf ' --clean')"
+say "restore with:  --pause-dags$( ((MIGRATE)) && printf ' --migrate')$( ((CLEAN)) && printf ' --clean')$( ((TERMINATE)) && printf ' --terminate-sessions')"
 if [[ -n $K8S_DEPLOY ]]; then
     say "scheduler:     deployment/$K8S_DEPLOY in namespace $K8S_NS is scaled to 0 during the restore"
 else
     say "scheduler:     not on Kubernetes (no --k8s-scheduler): stop the scheduler yourself if it uses the target"
 fi
-((CLEAN)) && say "WARNING:       --clean DROPS the target database's Airflow schema before restoring"
+((CLEAN)) && say "WARNING:       --clean REPLACES the target database (loaded and checked in a new database, then" \
+    "swapped in by rename; the old one is kept under a new name, and stays untouched if anything fails)"
+((TERMINATE)) && say "WARNING:       --terminate-sessions ENDS every other session on the target (running Airflow components)"
 
 if ((YES)); then
     say "confirmed by --yes"
@@ -243,6 +252,7 @@ banner 3 "Restore"
 args=(restore "$BACKUP_ID" --target-dsn "$TARGET_DSN" --pause-dags --json --yes)
 ((MIGRATE)) && args+=(--migrate)
 ((CLEAN)) && args+=(--clean)
+((TERMINATE)) && args+=(--terminate-sessions)
 say "running: afbackup ${args[*]}"
 rc=0
 "${AFB[@]}" "${args[@]}" >"$WORK/restore.json" 2> >(tee "$WORK/restore.err" >&2) || rc=$?
@@ -257,6 +267,15 @@ if ((rc != 0)); then
     elif ((rc == 4)) && ((!CLEAN)) && grep -q 'not empty' "$WORK/restore.err"; then
         say "The target database is not empty: restore into a new database, or rerun with --clean (which drops"
         say "the target's Airflow schema first). Nothing was changed."
+    elif ((rc == 4)) && grep -q 'other session' "$WORK/restore.err"; then
+        say "Airflow components (or other clients, named above) are still connected to the target. Stop them"
+        say "(scheduler, api-server/webserver, triggerer, dag-processor, workers), or rerun with --terminate-sessions."
+        say "Nothing was changed."
+    elif ((rc == 4)) && grep -q -e 'CREATEDB' -e 'does not own' "$WORK/restore.err"; then
+        say "The restore role lacks a privilege the atomic restore needs (named above; README.md, Restore). Nothing"
+        say "was changed."
+    elif ((rc != 4)) && grep -q -e 'is untouched' -e 'was not created' "$WORK/restore.err"; then
+        say "The live database was NOT changed (the ERROR line says so): Airflow can keep running on it."
     elif ((rc == 4)) && grep -q 'newer Airflow' "$WORK/restore.err"; then
         say "The backup is from a newer Airflow than the target's: install Airflow ${M[2]} on the target first."
     fi
@@ -264,17 +283,23 @@ if ((rc != 0)); then
 fi
 mapfile -t R < <(restore_summary <"$WORK/restore.json")
 declare -A INFO=()
-STEPS=() DAGS=() WARNINGS=()
+STEPS=() DAGS=() WARNINGS=() TERMINATED=()
 for line in "${R[@]}"; do
     key=${line%%$'\t'*} value=${line#*$'\t'}
     case $key in
         step) STEPS+=("$value") ;;
         dag) DAGS+=("$value") ;;
         warning) WARNINGS+=("$value") ;;
+        terminated) TERMINATED+=("$value") ;;
         *) INFO[$key]=$value ;;
     esac
 done
 say "restored backup ${INFO[backup_id]:-$BACKUP_ID} into ${INFO[target]:-$TARGET_DSN} in ${INFO[seconds]:-?}s"
+if ((${#TERMINATED[@]})); then
+    say "terminated sessions (--terminate-sessions):"
+    printf '  - %s\n' "${TERMINATED[@]}"
+fi
+[[ -n ${INFO[previous]:-} ]] && say "the replaced database is kept as ${INFO[previous]}"
 
 # --------------------------------------------------------------------------------------------- 4. Fernet, DAGs
 banner 4 "Fernet keys and DAGs"
@@ -345,6 +370,10 @@ if [[ -n $K8S_DEPLOY ]]; then
     step "Check the scheduler's logs: kubectl -n $K8S_NS logs deployment/$K8S_DEPLOY --since=15m -f"
 else
     step "Check the scheduler's logs for errors (database, Fernet key, import errors)."
+fi
+if [[ -n ${INFO[previous]:-} ]]; then
+    step "Once the restored Airflow is accepted, drop the replaced database ${INFO[previous]}:" \
+        "afbackup restore-cleanup --target-dsn '$TARGET_DSN' --yes"
 fi
 step "Take a fresh backup once Airflow runs: afbackup backup"
 step "Run a DR drill after the incident: restore_drills/quarterly_drill.sh (or afbackup drill)."

@@ -43,6 +43,12 @@ def _restore() -> click.Command:
     return restore
 
 
+def _restore_cleanup() -> click.Command:
+    from afbackup.cli.restore_cleanup import restore_cleanup
+
+    return restore_cleanup
+
+
 def _drill() -> click.Command:
     from afbackup.cli.drill import drill
 
@@ -110,7 +116,8 @@ def _deploy() -> click.Command:
 
 
 COMMANDS: dict[str, Callable[[], click.Command]] = {
-    "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore, "drill": _drill,
+    "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore,
+    "restore-cleanup": _restore_cleanup, "drill": _drill,
     "prune": _prune, "pin": _pin, "unpin": _unpin, "break-lock": _break_lock, "check": _check, "config": _config,
     "unpause": _unpause, "keys": _keys, "fleet": _fleet, "deploy": _deploy,
 }

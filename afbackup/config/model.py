@@ -190,6 +190,7 @@ class RestoreConfig(Section):
     jobs: int = Field(2, ge=1, le=32)
     password_file: str = ""
     airflow_db: Literal["target", "own"] = "target"
+    lock_timeout: Duration = 30.0
 
 
 class DrillConfig(Section):

@@ -12,7 +12,7 @@ from afbackup.config.model import Config
 from afbackup.errors import ConfigError, PreflightError, UsageError
 from afbackup.executors import open_executor
 from afbackup.inflight import DEFAULT_POLICY
-from afbackup.restore import airflow_steps, target
+from afbackup.restore import airflow_steps, quiesce, swap, target
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import ToolVersion, password_from_file, tool_version
 
@@ -34,6 +34,8 @@ class RestoreOptions:
     jobs: int | None = None
     source_deployment: str = ""  # restore a backup of this deployment (a deliberate migration)
     in_flight: str = DEFAULT_POLICY  # --in-flight reset|fail|keep (afbackup/inflight.py)
+    terminate_sessions: bool = False
+    drop_previous: bool = False
 
 
 @dataclasses.dataclass
@@ -49,6 +51,7 @@ class RestoreContext:
     schema: concurrent.futures.Future[airflow_steps.SchemaCheck] | None  # running beside the download
     jobs: int
     destructive: str  # the confirmation question, "" when nothing is destroyed
+    sessions: list[quiesce.Session] = dataclasses.field(default_factory=list)  # others on the target at preflight
 
     def schema_check(self) -> airflow_steps.SchemaCheck:
         """Wait for the version check (raises PreflightError when the backup cannot go into this Airflow)."""
@@ -81,6 +84,7 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
     state = target.inspect_target(options.target_dsn, password, schema, cfg.database.connect_timeout)
     pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
     destructive = _destructive(state, options) if "db" in options.parts else ""
+    sessions = _preflight_target(cfg, state, password, options) if "db" in options.parts else []
     agent = _agent(cfg, options)
     where = airflow_steps.airflow_target(options.target_dsn, password, cfg.restore.airflow_db)
     schema_check: concurrent.futures.Future[airflow_steps.SchemaCheck] | None = None
@@ -95,7 +99,19 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
                        "`airflow db check-migrations` before starting Airflow on the restored database")
     jobs = options.jobs or cfg.restore.jobs
     return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema_check, jobs,
-                          destructive)
+                          destructive, sessions)
+
+
+def _preflight_target(cfg: Config, state: target.TargetState, password: str | None,
+                      options: RestoreOptions) -> list[quiesce.Session]:
+    """Privileges for the atomic load and swap, and the other sessions on an existing target (exit 4)."""
+    with quiesce.ddl_connection(target.maintenance_dsn(state.dsn), password, cfg.database.connect_timeout,
+                                cfg.restore.lock_timeout) as conn:
+        swap.check_privileges(conn, state)
+        sessions = quiesce.other_sessions(conn, state.dbname) if state.exists else []
+    if not options.terminate_sessions:
+        quiesce.refuse_if_busy(sessions, state.dbname)
+    return sessions
 
 
 def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:
@@ -109,14 +125,20 @@ def _pg_restore(cfg: Config, manifest: mf.Manifest) -> ToolVersion:
 
 
 def _destructive(state: target.TargetState, options: RestoreOptions) -> str:
+    if state.other_tables:
+        raise PreflightError(
+            f"target database {state.dbname} on {state.server} holds {state.other_tables} table(s) outside the "
+            "Airflow schema: a restore replaces the whole database, and they would not be in the restored one",
+            hint="move them to another database, or restore into a new database; nothing was changed")
     if not state.tables:
         return ""
     if not options.clean:
         raise PreflightError(
             f"target database {state.dbname} on {state.server} is not empty ({state.tables} tables)",
             hint="restore into a new database, or pass --clean to drop its Airflow schema first")
-    return (f"This DROPS the Airflow schema of {state.dbname} on {state.server} ({state.tables} tables) "
-            "and replaces it with the backup. Continue?")
+    return (f"This REPLACES {state.dbname} on {state.server} ({state.tables} Airflow tables) with the backup: "
+            f"it is closed to new connections, the backup is loaded into a new database and checked there, then "
+            f"swapped in; the current one is kept under a new name. Continue?")
 
 
 def _agent(cfg: Config, options: RestoreOptions) -> AirflowAgent | None:
@@ -129,6 +151,32 @@ def _agent(cfg: Config, options: RestoreOptions) -> AirflowAgent | None:
     return AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
 
 
+def _database_plan(ctx: RestoreContext) -> list[str]:
+    opts, state, m = ctx.options, ctx.state, ctx.manifest
+    staging = swap.derived_name(state.dbname, "restore", "<UTC stamp>")
+    lines = []
+    if state.exists:
+        if ctx.sessions:
+            lines.append(f"terminate {len(ctx.sessions)} other session(s) on {state.dbname} (--terminate-sessions): "
+                         + "; ".join(s.describe() for s in ctx.sessions[:5]))
+        lines.append(f"close {state.dbname} to new connections until the restore ends")
+    lines.append(f"create database {staging} and pg_restore {len(m.row_counts)} tables with "
+                 f"{sum(m.row_counts.values())} rows into it ({ctx.jobs} job(s)), then compare row counts and "
+                 "sequences there")
+    if opts.pause_dags:
+        lines.append("pause every DAG")
+    if state.exists:
+        previous = swap.derived_name(state.dbname, "previous", "<UTC stamp>")
+        lines.append(f"swap: rename {state.dbname} ({state.tables} Airflow tables) to {previous}, and the new "
+                     f"database to {state.dbname}" + (" (--clean)" if state.tables else ""))
+        lines.append(f"drop {previous} ({'--drop-previous' if opts.drop_previous else 'it holds no tables'})"
+                     if opts.drop_previous or not state.tables else
+                     f"keep {previous} until `afbackup restore-cleanup` drops it")
+    else:
+        lines.append(f"rename it to {state.dbname} (create database {state.dbname})")
+    return lines
+
+
 def describe_plan(ctx: RestoreContext) -> list[str]:
     """What the restore will do, in order (printed by ``--dry-run``)."""
     opts, state, m = ctx.options, ctx.state, ctx.manifest
@@ -136,12 +184,7 @@ def describe_plan(ctx: RestoreContext) -> list[str]:
              f"{m.airflow.release}) into {state.dbname} on {state.server}",
              f"download and check {m.archive.key} ({m.archive.size} bytes) before touching the target"]
     if "db" in opts.parts:
-        if not state.exists:
-            lines.append(f"create database {state.dbname}")
-        elif state.tables:
-            lines.append(f"DROP schema {m.postgres.schema_name} of {state.dbname} ({state.tables} tables) (--clean)")
-        lines.append(f"pg_restore {len(m.row_counts)} tables with {sum(m.row_counts.values())} rows "
-                     f"({ctx.jobs} job(s)), then compare row counts and sequences")
+        lines += _database_plan(ctx)
         lines.append({"same": "target Airflow schema matches the backup",
                       "migrate": "run airflow db migrate (--migrate)",
                       "unchecked": "target Airflow not checked (no executor)"}[ctx.schema_action])

@@ -101,7 +101,7 @@ def test_non_empty_target_needs_clean_and_dry_run_changes_nothing(env):
     # AND --dry-run prints the plan and changes nothing
     dry = _restore(env, path, target, target_db, "--clean", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "DROP schema public" in dry.stdout and "nothing changed" in dry.stdout
+    assert f"swap: rename {target_db}" in dry.stdout and "nothing changed" in dry.stdout
     assert table_digests(env, target_db) == before
     # AND without a terminal, --clean needs --yes
     unconfirmed = _restore(env, path, target, target_db, "--clean")
@@ -111,6 +111,10 @@ def test_non_empty_target_needs_clean_and_dry_run_changes_nothing(env):
     done = _restore(env, path, target, target_db, "--clean", "--yes")
     assert done.returncode == 0, done.stderr
     assert table_digests(env, target_db)["variable"] == table_digests(env, source_db)["variable"]
+    # AND the replaced database is kept under its documented name
+    kept = env.pg.execute("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                          (f"{target_db}__afbackup_previous_%",))
+    assert len(kept) == 1 and table_digests(env, kept[0][0]) == before
 
 
 def test_dry_run_into_a_missing_database_creates_nothing(env):
