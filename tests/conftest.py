@@ -9,6 +9,7 @@ Pushgateway or a tool from the tools venv fails loudly instead of slowing the ti
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -56,6 +57,16 @@ def _hermetic(monkeypatch, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+
+
+@pytest.fixture(autouse=True)
+def _afbackup_logger_restored():
+    """An in-process CLI run configures the ``afbackup`` logger (its own handler, no propagation); put it back
+    after each test, so a later test's ``caplog`` sees afbackup's records whatever ran before it."""
+    logger = logging.getLogger("afbackup")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture(scope="session")
