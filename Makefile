@@ -46,13 +46,13 @@ awscli: $(VENVS)/awscli/.installed
 
 # The real Prometheus Pushgateway (Debian's package, unpacked into .cache) for the notification tests.
 $(PUSHGATEWAY):
-	bash tests/harness/install_pushgateway.sh
+	bash tests/harness/install_debian_tool.sh pushgateway prometheus-pushgateway prometheus-pushgateway PUSHGATEWAY_BIN
 
 pushgateway: $(PUSHGATEWAY)
 
 # promtool (Debian's prometheus package, unpacked into .cache) for the alert-rule tests.
 $(PROMTOOL):
-	bash tests/harness/install_promtool.sh
+	bash tests/harness/install_debian_tool.sh promtool prometheus promtool PROMTOOL_BIN
 
 promtool: $(PROMTOOL)
 

@@ -2,7 +2,7 @@
 alert both fires and stays silent in its unit tests, and every metric they use is one afbackup pushes.
 
 promtool comes from Debian's prometheus package, unpacked into .cache/promtool by
-tests/harness/install_promtool.sh (``make promtool``, a dependency of ``make test``),
+tests/harness/install_debian_tool.sh (``make promtool``, a dependency of ``make test``),
 or from ``PROMTOOL_BIN``.
 """
 
@@ -43,7 +43,7 @@ def promtool() -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return candidate
-    pytest.skip("promtool is not installed: run `make promtool` (tests/harness/install_promtool.sh) "
+    pytest.skip("promtool is not installed: run `make promtool` (tests/harness/install_debian_tool.sh) "
                 "or set PROMTOOL_BIN")
 
 

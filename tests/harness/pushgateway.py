@@ -2,7 +2,7 @@
 
 The binary comes from ``PUSHGATEWAY_BIN``, else ``prometheus-pushgateway`` or
 ``pushgateway`` on PATH, else ``.cache/pushgateway`` where
-``tests/harness/install_pushgateway.sh`` unpacks the Debian package.
+``make pushgateway`` (tests/harness/install_debian_tool.sh) unpacks the Debian package.
 The gateway keeps metrics in memory only (``--persistence.file=``: Debian's
 default would write to /var/lib/prometheus).
 """
@@ -26,7 +26,7 @@ from tests.harness.pg import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CACHED_BINARY = REPO / ".cache" / "pushgateway" / "usr" / "bin" / "prometheus-pushgateway"
-INSTALL_HINT = "run `bash tests/harness/install_pushgateway.sh` (or set PUSHGATEWAY_BIN)"
+INSTALL_HINT = "run `make pushgateway` (or set PUSHGATEWAY_BIN)"
 
 # Basic-auth user for the gateway's --web.config.file. The hash is bcrypt (cost 4, the
 # minimum, to keep logins fast) of BASIC_AUTH_PASSWORD, made once with libxcrypt:
