@@ -34,7 +34,7 @@ from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
 from afbackup.sources.airflow import AirflowAgent, resolve_python
-from afbackup.sources.postgres import connect, password_from_file, tool_version
+from afbackup.sources.postgres import connect, password_from_file, target_password, tool_version
 from afbackup.storage import open_store
 from afbackup.unpack import read_archive, trusted_manifest
 from afbackup.verify import VerifyReport, check_exports, check_toc
@@ -109,7 +109,7 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
                          rpo_target=_target(options.rpo_target, cfg.drill.rpo_target))
     steps, state = _Steps(report), {}
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     steps.run("select backup", lambda: _select(store, gpg, cfg, options.backup, started, report, state))
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
         steps.run("verify", lambda: _verify(store, gpg, cfg, spool, progress, state))

@@ -29,7 +29,7 @@ from afbackup.manifest import Manifest
 from afbackup.progress import Progress
 from afbackup.restore import target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
-from afbackup.sources.postgres import connect, password_from_file, tool_version
+from afbackup.sources.postgres import connect, target_password, tool_version
 from afbackup.storage import open_store
 from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
 
@@ -119,7 +119,7 @@ def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyR
 
 
 def _deep(cfg, manifest: Manifest, pg_restore: str, dump, spool, scratch_dsn: str, report: VerifyReport) -> None:
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     name = f"afbackup_verify_{secrets.token_hex(4)}"
     dsn = make_conninfo(scratch_dsn, dbname=name)
     schema = manifest.postgres["schema"]

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.cli.context import AppContext, dsn_option, emit, emit_json, pass_app
 from afbackup.errors import UsageError
 from afbackup.progress import Progress
 from afbackup.restore import RestoreOptions, run_restore
@@ -21,7 +21,7 @@ def _confirm(question: str) -> bool:
 
 @click.command()
 @click.argument("backup_ref", metavar="[BACKUP]", default="latest")
-@click.option("--target-dsn", required=True, metavar="DSN", help="Database to restore into (created if missing).")
+@click.option("--target-dsn", required=True, metavar="DSN", callback=dsn_option, help="Database to restore into (created if missing).")
 @click.option("--only", "only", metavar="PART,…", help="db, connections, variables, pools (default: all).")
 @click.option("--clean", is_flag=True, help="Allow a non-empty target: drop its Airflow schema first.")
 @click.option("--yes", is_flag=True, help="Do not ask before destructive steps.")

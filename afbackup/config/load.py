@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from afbackup.config.model import Config
+from afbackup.config.model import Config, no_password
 from afbackup.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/afbackup/config.toml")
@@ -77,6 +77,8 @@ def load_settings(
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, sources) from None
+    # libpq's password variable: resolved here once, like every other input from the environment.
+    config._pgpassword = environ.get("PGPASSWORD") or None
     return Settings(config=config, sources=sources, path=config_path)
 
 
@@ -176,3 +178,17 @@ def is_secret_key(key: str) -> bool:
     """Keys whose *values* are masked by ``config show`` (paths to secrets are shown)."""
     leaf = key.rsplit(".", 1)[-1]
     return any(hint in leaf for hint in SECRET_HINTS) and not leaf.endswith(("_file", "_command"))
+
+
+def dsn_flag(value: str, flag: str) -> str:
+    """A DSN given as a flag (``--target-dsn``, ``--scratch-dsn``), refused as the config refuses a DSN key.
+
+    A password in it would reach pg_restore's argv (visible in ``ps``) and the runbook's output.
+    Raises ``ConfigError`` (exit 3) naming the flag and where the password goes instead.
+    """
+    try:
+        return no_password(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid {flag}: {exc}",
+                          hint="pass the DSN without it; the password goes in restore.password_file, "
+                               "PGPASSWORD or PGPASSFILE") from None

@@ -13,7 +13,7 @@ from afbackup.errors import ConfigError, PreflightError, UsageError
 from afbackup.executors import open_executor
 from afbackup.restore import airflow_steps, target
 from afbackup.sources.airflow import AirflowAgent, resolve_python
-from afbackup.sources.postgres import ToolVersion, password_from_file, tool_version
+from afbackup.sources.postgres import ToolVersion, target_password, tool_version
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
         if "db" not in options.parts:
             raise UsageError(f"backup {manifest.backup_id} has no connection/variable/pool exports (it was made "
                              "without an executor); restore it with --only db")
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     schema = manifest.postgres["schema"]
     state = target.inspect_target(options.target_dsn, password, schema, cfg.database.connect_timeout)
     pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
