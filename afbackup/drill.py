@@ -33,6 +33,7 @@ from afbackup.executors import open_executor
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
+from afbackup.spool import check_spool_space
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import connect, password_from_file, target_password, tool_version
 from afbackup.storage import open_store
@@ -112,6 +113,8 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
     password = target_password(cfg)
     steps.run("select backup", lambda: _select(store, gpg, cfg, options.backup, started, report, state))
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
+        if "manifest" in state:  # a spool too small is a preflight failure (exit 4), before any download
+            check_spool_space(spool, state["manifest"])
         steps.run("verify", lambda: _verify(store, gpg, cfg, spool, progress, state))
         name = f"afbackup_drill_{secrets.token_hex(4)}"
         state["dsn"] = make_conninfo(scratch_dsn, dbname=name)

@@ -29,6 +29,7 @@ from afbackup.manifest import Manifest
 from afbackup.progress import Progress
 from afbackup.restore import target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
+from afbackup.spool import check_spool_space
 from afbackup.sources.postgres import connect, target_password, tool_version
 from afbackup.storage import open_store
 from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
@@ -82,6 +83,8 @@ def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress
     pg_restore = tool_version("pg_restore", cfg.database.pg_bin_dir)
     toc = TocSink(pg_restore.path)
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") if deep else contextlib.nullcontext() as spool:
+        if deep:
+            check_spool_space(spool, manifest)  # before downloading anything
         sinks = [toc] + ([SpoolSink(spool / "airflow.pgdump")] if deep else [])
         progress.stage("verify: download → gpg → zstd → check")
         contents = read_archive(store, manifest, gpg, sinks, progress.advance)

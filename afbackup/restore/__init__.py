@@ -29,6 +29,7 @@ from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, secrets_check, target
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
+from afbackup.spool import check_spool_space
 from afbackup.storage import open_store
 from afbackup.unpack import read_archive, trusted_manifest
 
@@ -67,6 +68,8 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     if ctx.destructive and not options.yes and not confirm(ctx.destructive):
         raise UsageError("restore cancelled: nothing was changed")
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
+        if "db" in options.parts:
+            check_spool_space(spool, record.manifest)  # before downloading anything
         sinks = [SpoolSink(spool / "airflow.pgdump")] if "db" in options.parts else []
         progress.stage("restore: download → gpg → zstd → spool")
         contents = read_archive(store, record.manifest, gpg, sinks, progress.advance)
