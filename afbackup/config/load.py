@@ -189,6 +189,8 @@ def dsn_flag(value: str, flag: str) -> str:
     try:
         return no_password(value)
     except ValueError as exc:
-        raise ConfigError(f"invalid {flag}: {exc}",
-                          hint="pass the DSN without it; the password goes in restore.password_file, "
+        if "password" not in str(exc):
+            raise ConfigError(f"invalid {flag}: {exc}") from None
+        raise ConfigError(f"invalid {flag}: contains a password (it would show on pg_restore's command line)",
+                          hint="pass the DSN without it and give the password in restore.password_file, "
                                "PGPASSWORD or PGPASSFILE") from None

@@ -368,6 +368,29 @@ def _point_at(database):
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
 
 
+def _read_in_snapshot(snapshot_id):
+    """Make every database transaction of this process read the backup's snapshot.
+
+    The backup exports a snapshot (``pg_export_snapshot()``) from the transaction that
+    pg_dump also imports; each transaction Airflow opens here imports it first, so the
+    exports hold exactly the rows of the dump. Needs the same PostgreSQL server as the
+    dump (a replica or another server answers "invalid snapshot identifier").
+    """
+    import re
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not re.match(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$", snapshot_id):
+        raise ValueError("not a snapshot id: %r" % snapshot_id)
+
+    def begin(conn):
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.exec_driver_sql("SET TRANSACTION SNAPSHOT '%s'" % snapshot_id)
+
+    event.listen(Engine, "begin", begin)
+
+
 def main():
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # everything Airflow prints goes to stderr; only our reply uses reply_fd
@@ -377,6 +400,8 @@ def main():
         os.environ[key] = value
     if request.get("database"):
         _point_at(request["database"])
+    if request.get("snapshot"):
+        _read_in_snapshot(request["snapshot"])
     results = []
     for operation in request["ops"]:
         try:

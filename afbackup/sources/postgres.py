@@ -180,6 +180,9 @@ class Snapshot:
         return {name: int(count) for name, count in self.conn.execute(query).fetchall()}
 
     def close(self) -> None:
+        """Cancel any query still running and close; safe to call twice."""
+        if self.conn.closed:
+            return
         try:
             self.conn.cancel_safe(timeout=5)
         except (psycopg.Error, AttributeError):
