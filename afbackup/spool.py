@@ -22,8 +22,9 @@ from afbackup.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-# Besides the dump: pg_restore's table-of-contents list and its own small files (bytes).
-SPOOL_HEADROOM = 16 * 2**20
+# Besides the dump, the spool holds pg_restore's table-of-contents list (a few KiB per hundred
+# tables): 1 MiB of headroom, in bytes.
+SPOOL_HEADROOM = 2**20
 
 
 def dump_bytes(manifest: Manifest) -> int:
