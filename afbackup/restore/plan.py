@@ -122,6 +122,9 @@ def _agent(cfg: Config, options: RestoreOptions) -> AirflowAgent | None:
             raise ConfigError("--only connections/variables/pools needs an executor",
                               hint="set [airflow] executor to local or kubernetes")
         return None
+    resolve_pod = getattr(executor, "resolve_pod", None)
+    if resolve_pod is not None:
+        resolve_pod()  # no Ready pod to exec in: exit 4 now, not after downloading the archive
     return AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
 
 
