@@ -60,3 +60,17 @@ def test_the_config_refuses_the_same_dsn_with_the_same_words(tmp_path, capsys):
     assert code == ExitCode.CONFIG
     assert "drill.scratch_dsn: contains a password; use a password file, PGPASSWORD or PGPASSFILE" in captured.err
     assert SECRET not in captured.err
+
+
+@pytest.mark.parametrize("dsn", [f"postgresql://admin:{SECRET}@db.example/airflow",
+                                 f"host=db.example dbname=airflow password={SECRET}"])
+def test_the_incident_runbook_refuses_a_dsn_with_a_password_before_printing_it(tmp_path, dsn):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "restore_drills" / "incident_restore.sh"
+    done = subprocess.run([str(script), "--yes", "--target-dsn", dsn], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "AFBACKUP": "false"})
+    assert done.returncode == 3, done.stderr
+    assert "--target-dsn contains a password" in done.stderr and "PGPASSFILE" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
