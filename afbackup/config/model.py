@@ -68,6 +68,8 @@ class KubernetesConfig(Section):
     container: str = "scheduler"
     context: str = ""
     kubeconfig: str = ""
+    # In-cluster credentials: the directory holding the pod's service account token and ca.crt.
+    service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     @field_validator("target")
     @classmethod

@@ -213,7 +213,8 @@ class FakeCluster:
     # -- handlers ---------------------------------------------------------
     @web.middleware
     async def _authenticate(self, request: web.Request, handler):
-        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if self.token and (scheme.lower() != "bearer" or token != self.token):  # the scheme is case-insensitive
             return status_response(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 
