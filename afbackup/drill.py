@@ -33,9 +33,9 @@ from afbackup.executors import open_executor
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
-from afbackup.spool import check_spool_space
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.postgres import connect, password_from_file, target_password, tool_version
+from afbackup.spool import check_spool_space
 from afbackup.storage import open_store
 from afbackup.unpack import read_archive, trusted_manifest
 from afbackup.verify import VerifyReport, check_exports, check_toc

@@ -29,8 +29,8 @@ from afbackup.manifest import Manifest
 from afbackup.progress import Progress
 from afbackup.restore import target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
-from afbackup.spool import check_spool_space
 from afbackup.sources.postgres import connect, target_password, tool_version
+from afbackup.spool import check_spool_space
 from afbackup.storage import open_store
 from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
 

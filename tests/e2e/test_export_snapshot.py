@@ -44,8 +44,8 @@ def test_a_variable_changed_between_export_and_snapshot_restores_consistently(en
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
     path = env.write_config(env.config(db, airflow=airflow))
-    window = {"PYTHONPATH": str(hook), "AFB_WINDOW_DSN": env.pg.dsn(db), "AFB_WINDOW_PREFIX": os.path.realpath(airflow.venv),
-              "AFB_WINDOW_DONE": str(tmp_path / "changed")}
+    window = {"PYTHONPATH": str(hook), "AFB_WINDOW_DSN": env.pg.dsn(db),
+              "AFB_WINDOW_PREFIX": os.path.realpath(airflow.venv), "AFB_WINDOW_DONE": str(tmp_path / "changed")}
     # WHEN it is backed up
     done = env.afbackup(path, "backup", airflow=airflow, env=window)
     assert done.returncode == 0, done.stderr

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import psutil
 

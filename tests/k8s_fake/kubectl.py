@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
         return 0
     if args[:2] == ["get", "pods"]:
         selector = args[args.index("-l") + 1]
-        pods = _call("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={urllib.request.quote(selector)}")
+        pods = _call("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={urllib.parse.quote(selector)}")
         for pod in pods["items"]:
             print(f"pod/{pod['metadata']['name']}")
         return 0

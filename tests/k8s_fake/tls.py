@@ -23,7 +23,7 @@ def _name(common_name: str) -> x509.Name:
 
 def make_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
     """(server SSLContext, path of the CA certificate) — keys live only in ``directory`` and memory."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("afbackup-test-ca")).issuer_name(_name("afbackup-test-ca"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
