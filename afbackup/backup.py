@@ -38,7 +38,7 @@ from afbackup.procs import ChildProcess, child_env
 from afbackup.progress import Progress
 from afbackup.sources.airflow import AirflowAgent, AirflowExports, check_export_counts, export_all, resolve_python
 from afbackup.sources.deployment import environment_record, fill_catchup_default, read_snapshot_facts
-from afbackup.sources.postgres import Snapshot, connect, pg_dump_argv, pg_dump_hint
+from afbackup.sources.postgres import Snapshot, connect, database_password, pg_dump_argv, pg_dump_hint
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore, Retention
 from afbackup.trust import require_signing
@@ -74,6 +74,7 @@ class BackupRun:
     progress: Progress
     pool: concurrent.futures.ThreadPoolExecutor
     exports: concurrent.futures.Future[AirflowExports] | None  # the Airflow exports, started before everything else
+    snapshot: Snapshot | None  # the dump's snapshot, taken first: the exports and row counts read it too
 
     def close(self) -> None:
         """Stop the run's worker threads and its progress display (``run_backup`` does it; safe twice)."""
@@ -85,9 +86,10 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
                    start_exports: bool = True) -> BackupRun:
     """Every check that needs no lock and writes nothing (also the whole of ``--dry-run``).
 
-    The Airflow exports start first (``start_exports``): they only read, and the
-    Airflow interpreter's start-up is the longest single task of a backup, so it
-    overlaps with the preflight and the dump instead of trailing them.
+    The dump's snapshot is taken first, then the Airflow exports start (``start_exports``):
+    they read in that snapshot, so exports, row counts and dump describe one moment, and
+    the Airflow interpreter's start-up (the longest single task of a backup) overlaps with
+    the preflight and the dump instead of trailing them.
     """
     cfg = settings.config
     agent = None
@@ -95,7 +97,10 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
     if executor is not None:
         agent = AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
-    exports = pool.submit(export_all, agent, cfg.airflow.tmp_dir) if agent and start_exports else None
+    snapshot = Snapshot(connect(cfg.database.dsn, database_password(cfg), cfg.database.connect_timeout,
+                                autocommit=False), cfg.database.lock_wait_timeout) if start_exports else None
+    exports = pool.submit(export_all, agent, cfg.airflow.tmp_dir, snapshot=snapshot.snapshot_id) \
+        if agent and snapshot else None
     try:
         store = open_store(cfg.storage)
         require_signing(cfg.encryption)
@@ -108,10 +113,12 @@ def prepare_backup(settings: Settings, *, labels: Mapping[str, str], progress: P
         plan = plan_source(cfg)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
+        if snapshot:
+            snapshot.close()
         raise
     started = mf.utcnow()
     return BackupRun(cfg, store, gpg, plan, agent, mf.new_backup_id(started), started, dict(labels),
-                     object_retention(cfg.storage, started), progress, pool, exports)
+                     object_retention(cfg.storage, started), progress, pool, exports, snapshot)
 
 
 def object_retention(cfg: StorageConfig, now: dt.datetime) -> Retention | None:
@@ -122,14 +129,18 @@ def object_retention(cfg: StorageConfig, now: dt.datetime) -> Retention | None:
 
 def run_backup(run: BackupRun) -> BackupResult:
     clock = time.monotonic()
-    with StoreLock(run.store, "backup", ttl=run.cfg.backup.lock_ttl) as lock:
-        _put_record(run, mf.ATTEMPT_NAME, {"backup_id": run.backup_id, "started_at": mf.iso(run.started),
-                                            "host": socket.gethostname(), "tool_version": afbackup.__version__})
-        try:
-            manifest = _stream_and_commit(run, lock)
-        except BaseException as exc:
-            _record_failure(run, exc)
-            raise
+    try:
+        with StoreLock(run.store, "backup", ttl=run.cfg.backup.lock_ttl) as lock:
+            _put_record(run, mf.ATTEMPT_NAME, {"backup_id": run.backup_id, "started_at": mf.iso(run.started),
+                                                "host": socket.gethostname(), "tool_version": afbackup.__version__})
+            try:
+                manifest = _stream_and_commit(run, lock)
+            except BaseException as exc:
+                _record_failure(run, exc)
+                raise
+    finally:
+        if run.snapshot:
+            run.snapshot.close()  # also when the lock is held by another run
     duration = time.monotonic() - clock
     size = manifest.archive.size
     logger.info("backup %s complete: %d bytes stored in %.1fs", run.backup_id, size, duration,
@@ -158,8 +169,8 @@ def _stream_archive(run: BackupRun, lock: StoreLock) -> tuple[UploadOutcome, mf.
     threads = cfg.backup.compression_threads or default_threads()
     stream = BackupStream(run.gpg, cfg.encryption.recipients, level=cfg.backup.compression_level,
                           threads=threads, on_bytes=run.progress.advance)
-    snapshot = Snapshot(connect(plan.dsn, plan.password, cfg.database.connect_timeout, autocommit=False),
-                        cfg.database.lock_wait_timeout)
+    snapshot = run.snapshot
+    assert snapshot is not None, "prepare_backup(start_exports=True) takes the snapshot"
     inner: list[mf.ManifestBody] = []  # set by _archive_chunks just before the archive's last member
     try:
         counts = run.pool.submit(_count_rows, snapshot, plan)

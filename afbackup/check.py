@@ -43,7 +43,7 @@ from afbackup.executors import open_executor
 from afbackup.lock import describe_holder, is_stale, read_lock
 from afbackup.sources.airflow import AirflowAgent, resolve_python
 from afbackup.sources.airflow_schema import detect_schema
-from afbackup.sources.postgres import check_dump_version, connect, read_catalog, read_password, tool_version
+from afbackup.sources.postgres import check_dump_version, connect, database_password, read_catalog, tool_version
 from afbackup.sources.scope import compute_scope
 from afbackup.storage import open_store
 from afbackup.storage.base import AlreadyExists, ObjectStore
@@ -138,7 +138,7 @@ def _attempt(report: CheckReport, name: str, check: Callable[[], tuple[str, str,
 
 def _check_database(cfg: Config) -> tuple[str, str, int]:
     db = cfg.database
-    with connect(db.dsn, read_password(db), db.connect_timeout) as conn:
+    with connect(db.dsn, database_password(cfg), db.connect_timeout) as conn:
         catalog = read_catalog(conn, db.airflow_schema)
     schema = detect_schema(catalog.tables, catalog.revisions)
     scope = compute_scope(catalog.schema, catalog.tables, catalog.foreign_keys,

@@ -40,7 +40,8 @@ from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
 from afbackup.sources.airflow import AirflowAgent, resolve_python
-from afbackup.sources.postgres import connect, password_from_file, tool_version
+from afbackup.sources.postgres import connect, password_from_file, target_password, tool_version
+from afbackup.spool import check_spool_space
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore
 from afbackup.trust import Trust
@@ -118,12 +119,14 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
                          rpo_target=_target(options.rpo_target, cfg.drill.rpo_target))
     steps, state = _Steps(report), dict[str, Any]()
     store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     # An untrusted backup (signature, deployment) is refused outright (exit 7/8), not rehearsed.
     record = trusted_manifest(store, options.backup,
                               Trust.from_config(cfg, source_deployment=options.source_deployment))
     steps.run("select backup", lambda: _select(record, started, report, state))
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
+        if "manifest" in state:  # a spool too small is a preflight failure (exit 4), before any download
+            check_spool_space(spool, state["manifest"])
         steps.run("verify", lambda: _verify(store, gpg, cfg, spool, progress, state))
         name = f"afbackup_drill_{secrets.token_hex(4)}"
         state["dsn"] = make_conninfo(scratch_dsn, dbname=name)

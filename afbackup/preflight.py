@@ -18,8 +18,8 @@ from afbackup.sources.postgres import (
     ToolVersion,
     check_dump_version,
     connect,
+    database_password,
     read_catalog,
-    read_password,
     tool_version,
 )
 from afbackup.sources.scope import Scope, compute_scope
@@ -40,7 +40,7 @@ class SourcePlan:
 def plan_source(cfg: Config) -> SourcePlan:
     """Read the database and decide the scope; raises PreflightError/ConfigError on problems."""
     db = cfg.database
-    password = read_password(db)
+    password = database_password(cfg)
     with connect(db.dsn, password, db.connect_timeout) as conn:
         catalog = read_catalog(conn, db.airflow_schema)
     schema = detect_schema(catalog.tables, catalog.revisions)

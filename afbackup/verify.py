@@ -31,7 +31,8 @@ from afbackup.manifest import Manifest
 from afbackup.progress import Progress
 from afbackup.restore import target
 from afbackup.sinks import SpoolSink, TocSink, private_dir
-from afbackup.sources.postgres import connect, password_from_file, tool_version
+from afbackup.sources.postgres import connect, target_password, tool_version
+from afbackup.spool import check_spool_space
 from afbackup.storage import open_store
 from afbackup.trust import Trust
 from afbackup.unpack import ArchiveContents, DumpSink, read_archive, trusted_manifest
@@ -91,6 +92,8 @@ def _verify(settings: Settings, ref: str, deep: bool, scratch_dsn: str, progress
     toc = TocSink(pg_restore.path)
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") if deep else contextlib.nullcontext() as spool:
         dump = SpoolSink(spool / "airflow.pgdump") if spool is not None else None
+        if spool is not None:
+            check_spool_space(spool, manifest)  # before downloading anything
         sinks: list[DumpSink] = [toc, dump] if dump is not None else [toc]
         progress.stage("verify: download → gpg → zstd → check")
         contents = read_archive(store, manifest, gpg, sinks, progress.advance)
@@ -130,7 +133,7 @@ def check_exports(contents: ArchiveContents, manifest: Manifest, report: VerifyR
 
 def _deep(cfg: Config, manifest: Manifest, pg_restore: str, dump: Path, spool: Path, scratch_dsn: str,
           report: VerifyReport) -> None:
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     name = f"afbackup_verify_{secrets.token_hex(4)}"
     dsn = make_conninfo(scratch_dsn, dbname=name)
     schema = manifest.postgres.schema_name

@@ -2,7 +2,8 @@
 # The incident runbook, executable: restore an Airflow deployment's metadata database from a backup.
 #
 #   incident_restore.sh --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean] [--terminate-sessions]
-#                       [--k8s-namespace NS --k8s-scheduler DEPLOYMENT] [--config FILE]
+#                       [--k8s-namespace NS --k8s-scheduler DEPLOYMENT]
+#                       [--k8s-agent-target TARGET [--k8s-agent-container NAME]] [--config FILE]
 #
 # 1. show what will be restored and confirm     5. what restore verified
 # 2. scale the scheduler to 0 (Kubernetes)       6. scale the scheduler back up
@@ -16,7 +17,14 @@
 #
 # Exit code: 0 restored; 2 usage error, or not confirmed; otherwise afbackup's exit code of the step that
 # failed (4 also when the scheduler could not be scaled down: nothing was restored); 1 when the restore
-# succeeded but the scheduler could not be scaled back up (the message says what to run).
+# succeeded but the scheduler could not be scaled back up (the message says what to run); 3 when
+# --target-dsn holds a password.
+#
+# The restore's Airflow steps (version check, Fernet re-encryption) run in afbackup's exec target
+# ([airflow.kubernetes] target). When that is the scheduler this script scales to 0, it has no Ready pod
+# during the restore: the script refuses up front (exit 2, nothing changed) unless --k8s-agent-target names
+# another pod with the same Airflow image and Fernet key (e.g. deployment/airflow-webserver or
+# deployment/airflow-api-server), which it passes to afbackup as AFBACKUP_AIRFLOW_KUBERNETES_TARGET.
 set -euo pipefail
 
 PROG=${0##*/}
@@ -40,6 +48,9 @@ usage: $PROG --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean]
                            of refusing
   --k8s-namespace NS       with --k8s-scheduler: the namespace of the scheduler Deployment
   --k8s-scheduler NAME     scale this Deployment to 0 during the restore, and back afterwards (on any exit)
+  --k8s-agent-target T     where afbackup runs its Airflow agent during the restore (deployment/NAME, pod/NAME
+                           or selector:K=V): required when [airflow.kubernetes] target is the scheduler above
+  --k8s-agent-container C  the container of --k8s-agent-target (default: [airflow.kubernetes] container)
   --config FILE            afbackup's config file (default: \$AFBACKUP_CONFIG, else /etc/afbackup/config.toml)
 EOF
 }
@@ -54,7 +65,7 @@ loud() {  # loud LINE...: a message the operator must not miss (on stderr, with 
 }
 
 # --------------------------------------------------------------------------------------------- arguments
-TARGET_DSN="" BACKUP="latest" YES=0 MIGRATE=0 CLEAN=0 TERMINATE=0 K8S_NS="" K8S_DEPLOY=""
+TARGET_DSN="" BACKUP="latest" YES=0 MIGRATE=0 CLEAN=0 TERMINATE=0 K8S_NS="" K8S_DEPLOY="" AGENT_TARGET="" AGENT_CONTAINER=""
 need() { [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -66,6 +77,10 @@ while [[ $# -gt 0 ]]; do
         --k8s-namespace=*) K8S_NS=${1#*=}; shift ;;
         --k8s-scheduler) need "$@"; K8S_DEPLOY=$2; shift 2 ;;
         --k8s-scheduler=*) K8S_DEPLOY=${1#*=}; shift ;;
+        --k8s-agent-target) need "$@"; AGENT_TARGET=$2; shift 2 ;;
+        --k8s-agent-target=*) AGENT_TARGET=${1#*=}; shift ;;
+        --k8s-agent-container) need "$@"; AGENT_CONTAINER=$2; shift 2 ;;
+        --k8s-agent-container=*) AGENT_CONTAINER=${1#*=}; shift ;;
         --config) need "$@"; export AFBACKUP_CONFIG=$2; shift 2 ;;
         --config=*) export AFBACKUP_CONFIG=${1#*=}; shift ;;
         --yes) YES=1; shift ;;
@@ -82,6 +97,15 @@ K8S_DEPLOY=${K8S_DEPLOY#deployment/}
 K8S_DEPLOY=${K8S_DEPLOY#deployments/}
 if [[ -n $K8S_DEPLOY && -z $K8S_NS ]] || [[ -z $K8S_DEPLOY && -n $K8S_NS ]]; then
     die_usage "--k8s-namespace and --k8s-scheduler go together"
+fi
+[[ -z $AGENT_CONTAINER || -n $AGENT_TARGET ]] || die_usage "--k8s-agent-container needs --k8s-agent-target"
+# A password in the DSN would be printed below and reach pg_restore's argv: refused as afbackup refuses it.
+if [[ $TARGET_DSN =~ ://[^/?#@]*:[^/?#@]*@ || $TARGET_DSN =~ (^|[[:space:]?\&])password[[:space:]]*= ]]; then
+    printf '%s: ERROR: --target-dsn contains a password: pass the DSN without it and give the password in\n' \
+        "$PROG" >&2
+    printf '%s: restore.password_file, PGPASSWORD or PGPASSFILE (README.md, "Database password"). Nothing was changed.\n' \
+        "$PROG" >&2
+    exit 3
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/afbackup-incident.XXXXXX")
@@ -169,6 +193,35 @@ for s in r.get("terminated_sessions") or []:
 '
 }
 
+exec_target() {  # stdout: executor<TAB>namespace<TAB>target<TAB>container, from afbackup's effective config
+    { "${AFB[@]}" config show --json 2>/dev/null || true; } | "$PYTHON" -c '
+import json, sys
+try:
+    values = {item["key"]: item["value"] for item in json.load(sys.stdin).get("values", [])}
+except ValueError:
+    sys.exit(0)
+keys = ("airflow.executor", "airflow.kubernetes.namespace", "airflow.kubernetes.target", "airflow.kubernetes.container")
+print("\t".join(str(values.get(key) or "") for key in keys))
+' 2>/dev/null || true
+}
+
+# The restore runs its Airflow agent in afbackup's exec target: it must not be the scheduler scaled down below.
+if [[ -n $K8S_DEPLOY ]]; then
+    IFS=$'\t' read -r EXECUTOR EXEC_NS EXEC_TARGET _ < <(exec_target) || true
+    if [[ ${EXECUTOR:-} == kubernetes && ${EXEC_NS:-} == "$K8S_NS" && ${EXEC_TARGET:-} == "deployment/$K8S_DEPLOY" ]] \
+        && [[ -z $AGENT_TARGET ]]; then
+        warn "ERROR: afbackup runs its Airflow agent in $EXEC_TARGET ([airflow.kubernetes] target), the scheduler" \
+            "this script scales to 0: the restore would find no Ready pod there. Pass --k8s-agent-target with another" \
+            "pod of the same Airflow image and Fernet key (e.g. deployment/airflow-webserver, and" \
+            "--k8s-agent-container NAME). Nothing was changed."
+        exit 2
+    fi
+fi
+if [[ -n $AGENT_TARGET ]]; then
+    export AFBACKUP_AIRFLOW_KUBERNETES_TARGET=$AGENT_TARGET
+    [[ -n $AGENT_CONTAINER ]] && export AFBACKUP_AIRFLOW_KUBERNETES_CONTAINER=$AGENT_CONTAINER
+fi
+
 # --------------------------------------------------------------------------------------------- 1. what
 banner 1 "What will be restored"
 show_json=$("${AFB[@]}" show "$BACKUP" --json) || {
@@ -191,6 +244,7 @@ if [[ -n $K8S_DEPLOY ]]; then
 else
     say "scheduler:     not on Kubernetes (no --k8s-scheduler): stop the scheduler yourself if it uses the target"
 fi
+[[ -n $AGENT_TARGET ]] && say "Airflow agent: $AGENT_TARGET${AGENT_CONTAINER:+ (container $AGENT_CONTAINER)} (--k8s-agent-target)"
 ((CLEAN)) && say "WARNING:       --clean REPLACES the target database (loaded and checked in a new database, then" \
     "swapped in by rename; the old one is kept under a new name, and stays untouched if anything fails)"
 ((TERMINATE)) && say "WARNING:       --terminate-sessions ENDS every other session on the target (running Airflow components)"

@@ -116,6 +116,15 @@ def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc)) from None
 
 
+def dsn_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """click callback for DSN flags: a password in one is a configuration error (exit 3), as in the file."""
+    if not value:
+        return value
+    from afbackup.config import dsn_flag
+
+    return dsn_flag(value, param.opts[0] if param.opts else f"--{param.name}")
+
+
 def emit_json(doc: Any) -> None:
     """The single JSON document of ``--json`` on stdout."""
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")

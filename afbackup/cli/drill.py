@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from afbackup.cli.context import AppContext, duration, emit, emit_json, pass_app
+from afbackup.cli.context import AppContext, dsn_option, duration, emit, emit_json, pass_app
 from afbackup.drill import DrillOptions, run_drill
 from afbackup.drill_report import markdown, write_reports
 from afbackup.errors import ExitCode
@@ -13,7 +13,8 @@ from afbackup.progress import Progress
 
 @click.command()
 @click.argument("backup_ref", metavar="[BACKUP]", default="latest")
-@click.option("--scratch-dsn", metavar="DSN", default="", help="Server for the scratch database ([drill] scratch_dsn).")
+@click.option("--scratch-dsn", metavar="DSN", default="", callback=dsn_option,
+              help="Server for the scratch database ([drill] scratch_dsn).")
 @click.option("--report", "report_dir", metavar="DIR", help="Write drill-report.json, .md and drill-junit.xml here.")
 @click.option("--rto-target", callback=duration, metavar="DURATION", help="Fail when recovery takes longer.")
 @click.option("--rpo-target", callback=duration, metavar="DURATION", help="Fail when the backup is older.")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from afbackup.catchup import describe_catchup
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.cli.context import AppContext, dsn_option, emit, emit_json, pass_app
 from afbackup.errors import UsageError
 from afbackup.inflight import DEFAULT_POLICY, POLICIES, describe_in_flight
 from afbackup.progress import Progress
@@ -23,7 +23,8 @@ def _confirm(question: str) -> bool:
 
 @click.command()
 @click.argument("backup_ref", metavar="[BACKUP]", default="latest")
-@click.option("--target-dsn", required=True, metavar="DSN", help="Database to restore into (created if missing).")
+@click.option("--target-dsn", required=True, metavar="DSN", callback=dsn_option,
+              help="Database to restore into (created if missing).")
 @click.option("--only", "only", metavar="PART,…", help="db, connections, variables, pools (default: all).")
 @click.option("--clean", is_flag=True, help="Allow a non-empty target: replace it (atomic swap, previous kept).")
 @click.option("--yes", is_flag=True, help="Do not ask before destructive steps.")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.cli.context import AppContext, dsn_option, emit, emit_json, pass_app
 from afbackup.errors import UsageError
 from afbackup.restore.cleanup import restore_cleanup as run_cleanup
 
@@ -19,7 +19,8 @@ def _confirm(question: str) -> bool:
 
 
 @click.command("restore-cleanup")
-@click.option("--target-dsn", required=True, metavar="DSN", help="The database given to `afbackup restore`.")
+@click.option("--target-dsn", required=True, metavar="DSN", callback=dsn_option,
+              help="The database given to `afbackup restore`.")
 @click.option("--yes", is_flag=True, help="Do not ask before dropping.")
 @click.option("--dry-run", is_flag=True, help="List what would be dropped; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")

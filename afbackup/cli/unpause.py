@@ -6,14 +6,15 @@ import sys
 
 import click
 
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.cli.context import AppContext, dsn_option, emit, emit_json, pass_app
 from afbackup.errors import PreflightError, UsageError
 from afbackup.restore.pause import read_record, unpause_recorded
-from afbackup.sources.postgres import password_from_file
+from afbackup.sources.postgres import target_password
 
 
 @click.command()
-@click.option("--target-dsn", required=True, metavar="DSN", help="The restored database.")
+@click.option("--target-dsn", required=True, metavar="DSN", callback=dsn_option,
+              help="The restored database.")
 @click.option("--yes", is_flag=True, help="Do not ask before unpausing.")
 @click.option("--dry-run", is_flag=True, help="Show which DAGs would be unpaused; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
@@ -21,7 +22,7 @@ from afbackup.sources.postgres import password_from_file
 def unpause(app: AppContext, target_dsn: str, yes: bool, dry_run: bool, as_json: bool) -> int:
     """Unpause the DAGs a restore paused (those active at backup time), and nothing else."""
     cfg = app.settings().config
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     timeout = cfg.database.connect_timeout
     record = read_record(target_dsn, password, timeout)
     if record is None:

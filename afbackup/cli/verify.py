@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from afbackup.cli.context import AppContext, emit, emit_json, pass_app
+from afbackup.cli.context import AppContext, dsn_option, emit, emit_json, pass_app
 from afbackup.progress import Progress
 from afbackup.verify import run_verify
 
@@ -12,7 +12,8 @@ from afbackup.verify import run_verify
 @click.command()
 @click.argument("backup_ref", metavar="[BACKUP]", default="latest")
 @click.option("--deep", is_flag=True, help="Also restore into a scratch database and compare (dropped afterwards).")
-@click.option("--scratch-dsn", metavar="DSN", default="", help="Server for --deep's scratch database.")
+@click.option("--scratch-dsn", metavar="DSN", default="", callback=dsn_option,
+              help="Server for --deep's scratch database.")
 @click.option("--source-deployment", metavar="NAME", default="",
               help="Accept a backup of this deployment ([backup] name of its source): a deliberate migration.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")

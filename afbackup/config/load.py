@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from afbackup.config import deployments as dep
-from afbackup.config.model import Config
+from afbackup.config.model import Config, no_password
 from afbackup.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/afbackup/config.toml")
@@ -132,6 +132,8 @@ def _settings(config_path: Path | None, base: dict[str, Any], overlays: Mapping[
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, sources) from None
+    # libpq's password variable: resolved here once, like every other input from the environment.
+    config._pgpassword = environ.get("PGPASSWORD") or None
     return Settings(config=config, sources=sources, path=config_path, deployment=selected)
 
 
@@ -231,3 +233,19 @@ def is_secret_key(key: str) -> bool:
     """Keys whose *values* are masked by ``config show`` (paths to secrets are shown)."""
     leaf = key.rsplit(".", 1)[-1]
     return any(hint in leaf for hint in SECRET_HINTS) and not leaf.endswith(("_file", "_command"))
+
+
+def dsn_flag(value: str, flag: str) -> str:
+    """A DSN given as a flag (``--target-dsn``, ``--scratch-dsn``), refused as the config refuses a DSN key.
+
+    A password in it would reach pg_restore's argv (visible in ``ps``) and the runbook's output.
+    Raises ``ConfigError`` (exit 3) naming the flag and where the password goes instead.
+    """
+    try:
+        return no_password(value)
+    except ValueError as exc:
+        if "password" not in str(exc):
+            raise ConfigError(f"invalid {flag}: {exc}") from None
+        raise ConfigError(f"invalid {flag}: contains a password (it would show on pg_restore's command line)",
+                          hint="pass the DSN without it and give the password in restore.password_file, "
+                               "PGPASSWORD or PGPASSFILE") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from afbackup.config.units import ByteSize, Duration
 
@@ -33,7 +33,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _no_password(dsn: str) -> str:
+def no_password(dsn: str) -> str:
     """A libpq DSN without a password (secrets are never plain config values)."""
     if not dsn:
         return dsn
@@ -48,7 +48,7 @@ def _no_password(dsn: str) -> str:
     return dsn
 
 
-PasswordlessDsn = Annotated[str, AfterValidator(_no_password)]
+PasswordlessDsn = Annotated[str, AfterValidator(no_password)]
 
 
 class DatabaseConfig(Section):
@@ -68,6 +68,8 @@ class KubernetesConfig(Section):
     container: str = "scheduler"
     context: str = ""
     kubeconfig: str = ""
+    # In-cluster credentials: the directory holding the pod's service account token and ca.crt.
+    service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     @field_validator("target")
     @classmethod
@@ -215,3 +217,12 @@ class Config(Section):
     restore: RestoreConfig = RestoreConfig()
     drill: DrillConfig = DrillConfig()
     check: CheckConfig = CheckConfig()
+    # PGPASSWORD as found when the configuration was resolved (load_settings). Not a config key and
+    # never shown: libpq's own variable, handed explicitly to the children that connect
+    # (pg_dump, pg_restore, the restore agent), which otherwise get an environment without it.
+    _pgpassword: str | None = PrivateAttr(default=None)
+
+    @property
+    def pgpassword(self) -> str | None:
+        """The PGPASSWORD of afbackup's environment, if any (see ``sources.postgres.database_password``)."""
+        return self._pgpassword

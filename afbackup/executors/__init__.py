@@ -19,5 +19,5 @@ def open_executor(cfg: AirflowConfig) -> Executor | None:
     k8s = cfg.kubernetes
     return KubernetesExecutor(
         namespace=k8s.namespace, target=k8s.target, container=k8s.container,
-        context=k8s.context, kubeconfig=k8s.kubeconfig,
+        context=k8s.context, kubeconfig=k8s.kubeconfig, service_account_dir=k8s.service_account_dir,
     )

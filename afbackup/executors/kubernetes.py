@@ -51,29 +51,38 @@ from afbackup.executors.kubernetes_pods import API_TIMEOUT, PodLocator, api_erro
 
 logger = logging.getLogger(__name__)
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 STDIN_CHUNK = 32 * 1024  # bytes of stdin per websocket frame (kubectl's buffer size)
 STDOUT_CH, STDERR_CH, STATUS_CH = 1, 2, 3
 _NOT_FOUND = ("executable file not found", "no such file or directory")
 
 
-def load_api_client(*, context: str = "", kubeconfig: str = "") -> Any:
+def load_api_client(*, context: str = "", kubeconfig: str = "", service_account_dir: str = SERVICE_ACCOUNT_DIR) -> Any:
     """An ApiClient from the pod's service account, or from a kubeconfig + context.
 
     In-cluster credentials are used only when nothing points elsewhere: we run
     in a pod (KUBERNETES_SERVICE_HOST is set) and neither kubeconfig nor context
-    is given. A kubeconfig is never written back (``persist_config=False``).
+    is given. They are read by the client's own in-cluster loader from
+    ``service_account_dir`` (``token`` and ``ca.crt``; the token is re-read when
+    it rotates). A kubeconfig is never written back (``persist_config=False``).
     """
     from kubernetes import client, config
+    from kubernetes.config.incluster_config import InClusterConfigLoader
 
     try:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig and not context:
             configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            InClusterConfigLoader(token_filename=os.path.join(service_account_dir, "token"),
+                                  cert_filename=os.path.join(service_account_dir, "ca.crt")
+                                  ).load_and_set(client_configuration=configuration)
             return client.ApiClient(configuration)
         return config.new_client_from_config(
             config_file=kubeconfig or None, context=context or None, persist_config=False
         )
     except (config.ConfigException, OSError) as exc:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig and not context:
+            raise ConfigError(f"cannot load the in-cluster service account from {service_account_dir}: {exc}",
+                              hint="check kubernetes.service_account_dir and automountServiceAccountToken") from exc
         where = kubeconfig or "the default kubeconfig"
         raise ConfigError(
             f"cannot load Kubernetes credentials from {where}: {exc}",
@@ -87,13 +96,15 @@ class KubernetesExecutor:
     name = "kubernetes"
 
     def __init__(self, *, namespace: str, target: str, container: str, context: str = "",
-                 kubeconfig: str = "", api_client: Any = None) -> None:
+                 kubeconfig: str = "", service_account_dir: str = SERVICE_ACCOUNT_DIR,
+                 api_client: Any = None) -> None:
         if not namespace or not container:
             raise ConfigError("the kubernetes executor needs a namespace and a container",
                               hint="set kubernetes.namespace and kubernetes.container")
         self.namespace, self.target, self.container, self.context = (
             namespace, target, container, context)
-        self.api_client = api_client or load_api_client(context=context, kubeconfig=kubeconfig)
+        self.api_client = api_client or load_api_client(context=context, kubeconfig=kubeconfig,
+                                                        service_account_dir=service_account_dir)
         self.pods = PodLocator(self.api_client, namespace=namespace, target=target,
                                container=container)
 

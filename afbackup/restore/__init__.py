@@ -42,6 +42,7 @@ from afbackup.restore import airflow_steps, handover, secrets_check, swap, targe
 from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.sources.airflow import AirflowAgent
+from afbackup.spool import check_spool_space
 from afbackup.storage import open_store
 from afbackup.storage.base import ObjectStore
 from afbackup.trust import Trust
@@ -135,6 +136,8 @@ def _run(ctx: RestoreContext, manifest: Manifest, store: ObjectStore, gpg: Gpg, 
          report: RestoreReport, progress: Progress) -> None:
     cfg, options = ctx.cfg, ctx.options
     with private_dir(cfg.restore.spool_dir, "the decrypted dump") as spool:
+        if "db" in options.parts:
+            check_spool_space(spool, manifest)  # before downloading anything
         sinks = [SpoolSink(spool / "airflow.pgdump")] if "db" in options.parts else []
         progress.stage("restore: download → gpg → zstd → spool")
         with report.timed("download"):

@@ -21,7 +21,7 @@ from afbackup.config.model import Config
 from afbackup.errors import ConfigError, UsageError
 from afbackup.restore import quiesce, swap
 from afbackup.restore.target import describe_server, maintenance_dsn
-from afbackup.sources.postgres import password_from_file
+from afbackup.sources.postgres import target_password
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def restore_cleanup(cfg: Config, target_dsn: str, *, yes: bool, dry_run: bool,
     if conninfo_to_dict(target_dsn).get("password"):
         raise ConfigError("--target-dsn must not contain a password (it would be visible in `ps`)",
                           hint="use restore.password_file, PGPASSWORD or PGPASSFILE")
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     report = CleanupReport(dbname, describe_server(target_dsn), dry_run=dry_run)
     with quiesce.ddl_connection(maintenance_dsn(target_dsn), password, cfg.database.connect_timeout,
                                 cfg.restore.lock_timeout) as conn:

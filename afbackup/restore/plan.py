@@ -14,7 +14,7 @@ from afbackup.executors import open_executor
 from afbackup.inflight import DEFAULT_POLICY
 from afbackup.restore import airflow_steps, quiesce, swap, target
 from afbackup.sources.airflow import AirflowAgent, resolve_python
-from afbackup.sources.postgres import ToolVersion, password_from_file, tool_version
+from afbackup.sources.postgres import ToolVersion, target_password, tool_version
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
         if "db" not in options.parts:
             raise UsageError(f"backup {manifest.backup_id} has no connection/variable/pool exports (it was made "
                              "without an executor); restore it with --only db")
-    password = password_from_file(cfg.restore.password_file, "restore.password_file")
+    password = target_password(cfg)
     schema = manifest.postgres.schema_name
     state = target.inspect_target(options.target_dsn, password, schema, cfg.database.connect_timeout)
     pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
@@ -148,6 +148,9 @@ def _agent(cfg: Config, options: RestoreOptions) -> AirflowAgent | None:
             raise ConfigError("--only connections/variables/pools needs an executor",
                               hint="set [airflow] executor to local or kubernetes")
         return None
+    resolve_pod = getattr(executor, "resolve_pod", None)
+    if resolve_pod is not None:
+        resolve_pod()  # no Ready pod to exec in: exit 4 now, not after downloading the archive
     return AirflowAgent(executor, resolve_python(cfg.airflow), timeout=cfg.airflow.timeout)
 
 

@@ -94,14 +94,16 @@ class AirflowAgent:
         self.timeout = timeout
 
     def call(self, ops: list[dict], *, env: Mapping[str, str] | None = None, database: Mapping | None = None,
-             stage: str = "airflow") -> list[dict]:
+             stage: str = "airflow", snapshot: str | None = None) -> list[dict]:
         """Run ``ops`` in one interpreter; return each op's result or raise on the first failure.
 
         ``env`` is set in the agent before Airflow is imported; ``database`` (host, port, user,
-        dbname, query) points its Airflow at another database, keeping its own SQLAlchemy driver.
+        dbname, query) points its Airflow at another database, keeping its own SQLAlchemy driver;
+        ``snapshot`` (a ``pg_export_snapshot()`` id) makes every read of its Airflow see that snapshot.
         """
         source = agent_source()
-        request = json.dumps({"ops": ops, "env": dict(env or {}), "database": database}).encode()
+        request = json.dumps({"ops": ops, "env": dict(env or {}), "database": database,
+                              "snapshot": snapshot}).encode()
         stdin = b"%d\n%s%d\n%s" % (len(source), source, len(request), request)
         try:
             result = self.executor.run([*self.python, "-c", BOOTSTRAP], stdin=stdin, timeout=self.timeout)
@@ -167,11 +169,16 @@ class AirflowExports:
     secret_members: Mapping[str, bytes]  # exact variables, Fernet keys
 
 
-def export_all(agent: AirflowAgent, tmp_dir: str, *, include_fernet_keys: bool = True) -> AirflowExports:
-    """One agent round trip: info + the three exports + the exact variable values."""
+def export_all(agent: AirflowAgent, tmp_dir: str, *, include_fernet_keys: bool = True,
+               snapshot: str | None = None) -> AirflowExports:
+    """One agent round trip: info + the three exports + the exact variable values.
+
+    With ``snapshot`` (the dump's exported snapshot) they are read in that snapshot: the
+    exports and the dump describe the same moment, row for row.
+    """
     info, exported = agent.call(
         [{"op": "info"}, {"op": "export", "tmp_dir": tmp_dir, "include_fernet_keys": include_fernet_keys}],
-        stage="export",
+        stage="export", snapshot=snapshot,
     )
     files, counts = {}, {}
     for name in EXPORT_FILES:

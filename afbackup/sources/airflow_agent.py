@@ -392,6 +392,29 @@ def _point_at(database: dict[str, Any]) -> None:
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
 
 
+def _read_in_snapshot(snapshot_id: str) -> None:
+    """Make every database transaction of this process read the backup's snapshot.
+
+    The backup exports a snapshot (``pg_export_snapshot()``) from the transaction that
+    pg_dump also imports; each transaction Airflow opens here imports it first, so the
+    exports hold exactly the rows of the dump. Needs the same PostgreSQL server as the
+    dump (a replica or another server answers "invalid snapshot identifier").
+    """
+    import re
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not re.match(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$", snapshot_id):
+        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+
+    def begin(conn: Any) -> None:
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+
+    event.listen(Engine, "begin", begin)
+
+
 def main() -> None:
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # everything Airflow prints goes to stderr; only our reply uses reply_fd
@@ -401,6 +424,8 @@ def main() -> None:
         os.environ[key] = value
     if request.get("database"):
         _point_at(request["database"])
+    if request.get("snapshot"):
+        _read_in_snapshot(request["snapshot"])
     results = []
     for operation in request["ops"]:
         try:

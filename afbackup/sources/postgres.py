@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from afbackup.config.model import DatabaseConfig
+from afbackup.config.model import Config, DatabaseConfig
 from afbackup.errors import ConfigError, PreflightError
 from afbackup.procs import find_program, run_checked
 from afbackup.sources.scope import Scope
@@ -45,9 +45,23 @@ def tool_version(name: str, bin_dir: str = "") -> ToolVersion:
     return ToolVersion(path=path, text=text, major=int(match.group(1)), minor=int(match.group(2) or 0))
 
 
-def read_password(db: DatabaseConfig) -> str | None:
-    """The password from ``database.password_file``, or None (libpq then uses PGPASSWORD/PGPASSFILE)."""
-    return password_from_file(db.password_file, "database.password_file")
+def read_password(db: DatabaseConfig, pgpassword: str | None = None) -> str | None:
+    """The password for ``database.dsn``: ``database.password_file``, else ``pgpassword`` (PGPASSWORD).
+
+    None means libpq finds it itself (PGPASSFILE, ~/.pgpass) or needs none (trust, certificates):
+    children keep PGPASSFILE in their environment, so they find it the same way.
+    """
+    return password_from_file(db.password_file, "database.password_file") or pgpassword
+
+
+def database_password(cfg: Config) -> str | None:
+    """The password libpq would use for the source database (handed explicitly to pg_dump)."""
+    return read_password(cfg.database, cfg.pgpassword)
+
+
+def target_password(cfg: Config) -> str | None:
+    """The password for restore targets and scratch servers: ``restore.password_file``, else PGPASSWORD."""
+    return password_from_file(cfg.restore.password_file, "restore.password_file") or cfg.pgpassword
 
 
 def password_from_file(path: str, key: str) -> str | None:
@@ -176,6 +190,9 @@ class Snapshot:
         return {name: int(count) for name, count in self.conn.execute(query).fetchall()}
 
     def close(self) -> None:
+        """Cancel any query still running and close; safe to call twice."""
+        if self.conn.closed:
+            return
         try:
             self.conn.cancel_safe(timeout=5)
         except (psycopg.Error, AttributeError):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 from tests.harness import tier
 
@@ -114,6 +115,27 @@ class PostgresServer:
 
     def drop_database(self, name: str) -> None:
         self.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    PASSWORD_GROUP = "afb_password_login"
+
+    def password_role(self, name: str, password: str) -> str:
+        """A superuser that must authenticate with ``password`` (scram-sha-256) over TCP; returns its name.
+
+        Every other role keeps trust auth. The pg_hba.conf rule matches members of one group role,
+        so it is written once and every password role joins the group.
+        """
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all +{self.PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n"
+        if rule not in hba.read_text():
+            self.execute("postgres", f'CREATE ROLE "{self.PASSWORD_GROUP}" NOLOGIN')
+            hba.write_text(rule + hba.read_text())
+            self.execute("postgres", "SELECT pg_reload_conf()")
+        with self.connect() as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {} IN ROLE {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.Literal(password),
+                psycopg.sql.Identifier(self.PASSWORD_GROUP)))
+        return name
 
     def create_role(self, name: str, password: str | None = None, *, superuser: bool = False) -> None:
         attrs = "LOGIN" + (" SUPERUSER" if superuser else "")

@@ -1,7 +1,11 @@
 """The fake API server: objects a test declares, the REST reads, a server thread.
 
-Only what ``KubernetesExecutor`` touches is served: get/list pods, get
-deployments and statefulsets, and exec. Objects are plain dicts in the wire
+Only what ``KubernetesExecutor`` and the runbook's kubectl touch is served:
+get/list pods, get deployments and statefulsets, a deployment's ``scale``
+subresource (with real semantics: at 0 replicas its pods are gone, so the
+deployment has no Ready pod; scaled back up, they return Ready), and exec.
+With ``tls`` (an ``ssl.SSLContext``) it serves HTTPS, as a real API server does
+for in-cluster clients. Objects are plain dicts in the wire
 format, so the real client's own (pydantic) deserializer checks them, which
 keeps the fake honest. Errors are ``metav1.Status`` bodies with the real
 reasons and message shapes, because the executor's error messages are built
@@ -77,13 +81,18 @@ class FakePod:
 class FakeCluster:
     """Declared pods and workloads plus the HTTP server that serves them."""
 
-    def __init__(self, *, protocols: tuple[str, ...] = (V5, V4), token: str | None = None) -> None:
+    def __init__(self, *, protocols: tuple[str, ...] = (V5, V4), token: str | None = None,
+                 tls: Any = None) -> None:
         self.protocols = protocols  # subprotocols offered; (V4,) mimics a pre-1.29 server
         self.token = token  # when set, requests must carry "Bearer <token>"
+        self.tls = tls  # an ssl.SSLContext: serve HTTPS
         self.faults = Faults()
         self.execs: list[ExecRecord] = []
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.workloads: dict[tuple[str, str, str], dict[str, str]] = {}
+        self.replicas: dict[tuple[str, str], int] = {}  # (namespace, deployment) -> spec.replicas
+        self.scaled_away: dict[tuple[str, str], list[FakePod]] = {}  # pods a scale to 0 removed
+        self.scale_log: list[tuple[str, int]] = []  # (deployment, replicas) of every scale request
         self.port = 0
         self._procs: set = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,8 +109,22 @@ class FakeCluster:
         self.pods[(namespace, name)] = pod
         return pod
 
-    def add_deployment(self, name: str, namespace: str, match_labels: dict[str, str]) -> None:
+    def add_deployment(self, name: str, namespace: str, match_labels: dict[str, str], replicas: int = 1) -> None:
         self.workloads[("deployments", namespace, name)] = dict(match_labels)
+        self.replicas[(namespace, name)] = replicas
+
+    def scale(self, name: str, namespace: str, replicas: int) -> None:
+        """What the deployment controller does: at 0 its pods go away; above 0 they come back Ready."""
+        labels = self.workloads[("deployments", namespace, name)]
+        self.replicas[(namespace, name)] = replicas
+        self.scale_log.append((name, replicas))
+        if replicas == 0:
+            owned = [key for key, pod in self.pods.items()
+                     if key[0] == namespace and all(pod.labels.get(k) == v for k, v in labels.items())]
+            self.scaled_away.setdefault((namespace, name), []).extend(self.pods.pop(key) for key in owned)
+        else:
+            for pod in self.scaled_away.pop((namespace, name), []):
+                self.pods[(namespace, pod.name)] = pod
 
     def add_statefulset(self, name: str, namespace: str, match_labels: dict[str, str]) -> None:
         self.workloads[("statefulsets", namespace, name)] = dict(match_labels)
@@ -109,7 +132,7 @@ class FakeCluster:
     # -- what a client needs ---------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def api_client(self):
         """A real ``kubernetes.client.ApiClient`` pointed at this server."""
@@ -166,7 +189,7 @@ class FakeCluster:
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(self._app(), shutdown_timeout=1.0)
         loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls).start())
         self.port = runner.addresses[0][1]
         started.set()
         loop.run_forever()
@@ -184,12 +207,14 @@ class FakeCluster:
         app.router.add_route("GET", pods + "/{name}/exec", self._exec)
         app.router.add_route("POST", pods + "/{name}/exec", self._exec)
         app.router.add_get("/apis/apps/v1/namespaces/{ns}/{kind}/{name}", self._get_workload)
+        app.router.add_patch("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale", self._scale)
         return app
 
     # -- handlers ---------------------------------------------------------
     @web.middleware
     async def _authenticate(self, request: web.Request, handler):
-        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if self.token and (scheme.lower() != "bearer" or token != self.token):  # the scheme is case-insensitive
             return status_response(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 
@@ -212,7 +237,24 @@ class FakeCluster:
         labels = self.workloads.get((kind, namespace, name))
         if labels is None:
             return not_found(f"{kind}.apps", name)
-        return web.json_response(workload_json(kind, namespace, name, labels))
+        return web.json_response(workload_json(kind, namespace, name, labels, self._ready_count(namespace, name),
+                                               self.replicas.get((namespace, name))))
+
+    def _ready_count(self, namespace: str, name: str) -> int:
+        labels = self.workloads.get(("deployments", namespace, name)) or {}
+        return sum(1 for (ns, _), pod in self.pods.items()
+                   if ns == namespace and pod.ready and all(pod.labels.get(k) == v for k, v in labels.items()))
+
+    async def _scale(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["ns"], request.match_info["name"]
+        if ("deployments", namespace, name) not in self.workloads:
+            return not_found("deployments.apps", name)
+        body = await request.json()
+        replicas = int(body["spec"]["replicas"])
+        self.scale(name, namespace, replicas)
+        return web.json_response({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                                  "metadata": {"name": name, "namespace": namespace},
+                                  "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["ns"], request.match_info["name"]
@@ -240,15 +282,20 @@ class FakeCluster:
         return ws
 
 
-def workload_json(kind: str, namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def workload_json(kind: str, namespace: str, name: str, labels: dict[str, str], ready: int = 0,
+                  replicas: int | None = None) -> dict[str, Any]:
     """A Deployment or StatefulSet with the fields the client's models require."""
     template = {"metadata": {"labels": labels},
                 "spec": {"containers": [{"name": "main", "image": "fake"}]}}
+    spec: dict[str, Any] = {"selector": {"matchLabels": labels}, "template": template}
+    if replicas is not None:
+        spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment" if kind == "deployments" else "StatefulSet",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"matchLabels": labels}, "template": template},
+        "spec": spec,
+        "status": {"readyReplicas": ready, "replicas": replicas or 0},
     }
 
 
