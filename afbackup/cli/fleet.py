@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from afbackup import manifest as mf
 from afbackup.cli.context import AppContext, emit, emit_json, pass_app
 from afbackup.config import load_fleet
 from afbackup.config.load import select_fleet
@@ -25,7 +24,7 @@ def fleet() -> None:
 def status(app: AppContext, as_json: bool, workers: int) -> int:
     """Newest trusted backup and its age, backup size/duration trend, last drill, lock, problems."""
     fleet_settings = select_fleet(load_fleet(app.config_path), app.deployment)
-    statuses = fleet_status(fleet_settings, mf.utcnow(), workers=workers)
+    statuses = fleet_status(fleet_settings, app.clock.now(), workers=workers)
     code = worst(s.exit_code for s in statuses)
     if as_json:
         emit_json({"deployments": [s.as_dict() for s in statuses], "exit_code": code})

@@ -67,7 +67,7 @@ def test_successful_backup_pushes_metrics_and_no_slack_by_default(env, hook, tmp
         assert gateway.value("afbackup_failures_total", command="backup", instance=instance) == 0
         assert cfg["encryption"]["sign_with"]  # signed, with a test key that expires after a day
         expiry = gateway.value("afbackup_signing_key_expiry_timestamp_seconds", command="backup", instance=instance)
-        assert 0 < expiry - time.time() <= 86400
+        assert 0 < expiry - time.time() <= 366 * 86400  # the test keys live a year
     assert hook.received == []
 
 

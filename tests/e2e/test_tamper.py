@@ -156,14 +156,16 @@ def _fake_pg_restore(tmp_path, body: str) -> str:
     return str(bin_dir)
 
 
-def test_failing_pg_restore_says_so_and_drops_the_database_it_created(env, backed_up, tmp_path):
+def test_failing_pg_restore_says_so_and_leaves_no_database_behind(env, backed_up, tmp_path):
     cfg, _, _, _ = backed_up
     cfg["database"]["pg_bin_dir"] = _fake_pg_restore(tmp_path, 'echo "pg_restore: error: simulated" >&2; exit 1')
     path = env.write_config(cfg)
     target = env.unique("failed_")
     done = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target), "--jobs", "2")
     assert done.returncode == 5, done.stderr
-    assert "simulated" in done.stderr and "has been dropped" in done.stderr
+    # THEN the error names pg_restore's failure and the target's real state: never created, the staging one dropped
+    assert "simulated" in done.stderr and f"{target} was not created" in done.stderr
+    assert "was dropped" in done.stderr
     assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (target,)) == []
 
 

@@ -18,6 +18,7 @@ from afbackup.fleet import DeploymentFacts, assess, fleet_status, trend, worst
 from afbackup.lock import WRITER_LOCK
 from afbackup.storage import open_store
 from tests.harness import fleet_store as fs
+from tests.harness.clock import FakeClock
 
 NOW = mf.utcnow()
 HOUR = 3600.0
@@ -63,7 +64,7 @@ def by_name(doc: dict) -> dict[str, dict]:
 
 def test_fleet_status_json_reports_each_state_and_the_worst_code(fleet, capsys):
     config, _ = fleet
-    code = run(["--config", str(config), "fleet", "status", "--json"])
+    code = run(["--config", str(config), "fleet", "status", "--json"], clock=FakeClock(NOW))
     doc = json.loads(capsys.readouterr().out)
     rows = by_name(doc)
     assert code == doc["exit_code"] == 8  # stale and missing outrank a failed drill and an untrusted manifest
@@ -94,7 +95,7 @@ def test_fleet_status_json_reports_each_state_and_the_worst_code(fleet, capsys):
 
 def test_fleet_status_text_is_one_line_a_deployment_worst_first(fleet, capsys):
     config, _ = fleet
-    assert run(["--config", str(config), "fleet", "status"]) == 8
+    assert run(["--config", str(config), "fleet", "status"], clock=FakeClock(NOW)) == 8
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("STATE") and len(lines) == 1 + 7
     assert [line.split()[1] for line in lines[1:3]] == ["missing", "stale"]
@@ -105,7 +106,7 @@ def test_fleet_status_text_is_one_line_a_deployment_worst_first(fleet, capsys):
 
 def test_root_deployment_option_narrows_the_fleet(fleet, capsys):
     config, _ = fleet
-    assert run(["--config", str(config), "--deployment", "fresh", "fleet", "status", "--json"]) == 0
+    assert run(["--config", str(config), "--deployment", "fresh", "fleet", "status", "--json"], clock=FakeClock(NOW)) == 0
     assert [d["name"] for d in json.loads(capsys.readouterr().out)["deployments"]] == ["fresh"]
 
 
@@ -167,7 +168,7 @@ def test_assess_and_worst_are_pure():
 
 def test_an_unknown_deployment_is_a_config_error(fleet, capsys):
     config, _ = fleet
-    assert run(["--config", str(config), "--deployment", "nope", "fleet", "status"]) == 3
+    assert run(["--config", str(config), "--deployment", "nope", "fleet", "status"], clock=FakeClock(NOW)) == 3
 
 
 def test_an_unreachable_store_is_exit_6_for_that_deployment_only(tmp_path, capsys):
@@ -180,7 +181,7 @@ def test_an_unreachable_store_is_exit_6_for_that_deployment_only(tmp_path, capsy
                       f'[deployments.good.storage]\nurl = "file://{good}"\n'
                       f'[deployments.gone.storage]\nurl = "s3://nowhere/gone"\n'
                       f'endpoint_url = "http://127.0.0.1:{free_port()}"\nretries = 0\n')
-    assert run(["--config", str(config), "fleet", "status", "--json"]) == 6
+    assert run(["--config", str(config), "fleet", "status", "--json"], clock=FakeClock(NOW)) == 6
     rows = by_name(json.loads(capsys.readouterr().out))
     assert rows["good"]["ok"] is True
     assert rows["gone"]["exit_code"] == 6 and "S3 listing of" in rows["gone"]["problems"][0]
@@ -204,7 +205,7 @@ def test_the_newest_trusted_backup_skips_one_signed_by_an_untrusted_key(tmp_path
         config = tmp_path / "c.toml"
         config.write_text(f'[backup]\nname = "a"\n[storage]\nurl = "file://{store}"\n[encryption]\n'
                           f'gnupghome = "{ring.home}"\ntrusted_signers = ["{ring.fingerprints["signer"]}"]\n')
-        assert run(["--config", str(config), "fleet", "status", "--json"]) == 7
+        assert run(["--config", str(config), "fleet", "status", "--json"], clock=FakeClock(NOW)) == 7
         (row,) = json.loads(capsys.readouterr().out)["deployments"]
         assert row["newest_backup_id"] == older
         assert f"backup {newer} is not trusted" in row["problems"][0] and "trusted_signers" in row["problems"][0]
