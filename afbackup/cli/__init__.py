@@ -41,7 +41,7 @@ COMMANDS = {
     "backup": "backup:backup", "list": "catalog:list_command", "show": "catalog:show",
     "verify": "verify:verify", "restore": "restore:restore", "drill": "drill:drill",
     "prune": "prune:prune", "pin": "prune:pin", "unpin": "prune:unpin", "break-lock": "prune:break_lock_command",
-    "check": "check:check", "config": "config_cmd:config",
+    "check": "check:check", "config": "config_cmd:config", "smoke": "smoke:smoke", "canary": "canary:canary",
 }
 
 
