@@ -60,7 +60,8 @@ def live(request, env, tmp_path_factory):
                         # the stuck-work case plants a queued task: the scheduler must not fix it first
                         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "86400",
                         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "86400",
-                        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10"})
+                        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
+                        **{k: v for k, v in restored.source.env().items() if k == "PYTHONPATH"}})
     with LiveAirflow(spec) as airflow:
         airflow.wait_ready()
         yield restored, airflow

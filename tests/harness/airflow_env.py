@@ -19,6 +19,7 @@ VENVS = Path(os.environ.get("AFBACKUP_VENVS", REPO / ".cache" / "venvs"))
 AIRFLOW_VERSIONS = {"2": "2.11.2", "3": "3.3.2"}
 DAGS = Path(__file__).parent / "dags"
 SEED_SCRIPT = Path(__file__).parent / "seed_airflow.py"
+AIRFLOW2_SHIM = Path(__file__).parent / "airflow2_shim"  # cryptography >= 45 vs Airflow 2: see its docstring
 PROBE_SCRIPT = Path(__file__).parent / "airflow_probe.py"
 
 # Must never appear on local disk or in logs. Random per process, so not even this source file holds it.
@@ -88,6 +89,8 @@ class AirflowInstance:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3600",
             "PYTHONWARNINGS": "ignore",
         })
+        if self.major == 2:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(AIRFLOW2_SHIM), env.get("PYTHONPATH", "")) if p)
         return env
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
