@@ -137,6 +137,9 @@ def test_quarterly_drill_passes_writes_the_reports_and_publishes_the_markdown(en
     assert done.stdout.strip() == markdown.strip()  # stdout is exactly the published report
     assert summary.read_text().startswith("## an earlier step\n# afbackup DR drill: PASSED")  # appended
     assert ET.parse(tmp_path / "out" / "drill-junit.xml").getroot().get("failures") == "0"
+    # AND the Airflow CLI is here (the local executor's), so the drill ran live and said so
+    assert "live: the Airflow CLI" in done.stderr and report["live"] is True
+    assert 0 < report["rto_seconds"] < report["rto_live_seconds"]
 
 
 def test_quarterly_drill_missing_its_rto_target_exits_10_and_still_reports(env, source, tmp_path):
@@ -145,7 +148,8 @@ def test_quarterly_drill_missing_its_rto_target_exits_10_and_still_reports(env, 
     stale.mkdir()
     (stale / "drill-report.md").write_text("# afbackup DR drill: PASSED\n(a stale report of an earlier run)\n")
     done = run_script(env, QUARTERLY, airflow=airflow, config=config, cwd=tmp_path, extra={
-        "DRILL_SCRATCH_DSN": env.pg.dsn(), "DRILL_REPORT_DIR": str(stale), "DRILL_RTO_TARGET": "1ms"})
+        "DRILL_SCRATCH_DSN": env.pg.dsn(), "DRILL_REPORT_DIR": str(stale), "DRILL_RTO_TARGET": "1ms",
+        "AFBACKUP_DRILL_AIRFLOW_COMMAND": '["/nonexistent/airflow"]'})
     assert done.returncode == 10, done.stdout + done.stderr
     for name in REPORTS:
         assert (stale / name).is_file(), name
@@ -154,6 +158,8 @@ def test_quarterly_drill_missing_its_rto_target_exits_10_and_still_reports(env, 
     assert done.stdout.startswith("# afbackup DR drill: FAILED") and "stale" not in done.stdout
     assert ET.parse(stale / "drill-junit.xml").getroot().get("failures") == "1"
     assert "exit 10" in done.stderr
+    # AND with no Airflow CLI to start, the drill was not live, and the log says so
+    assert "NOT live: no Airflow CLI here (/nonexistent/airflow" in done.stderr and report["live"] is False
 
 
 def _postgres_processes_using(path: str) -> list[str]:
@@ -173,8 +179,9 @@ def _postgres_processes_using(path: str) -> list[str]:
 def test_quarterly_drill_provisions_and_removes_its_own_scratch_postgres(env, source, tmp_path):
     # GIVEN no DRILL_SCRATCH_DSN and no [drill] scratch_dsn (we are root here: the server runs as postgres)
     airflow, _, config, backup_id = source
-    done = run_script(env, QUARTERLY, airflow=airflow, config=config, cwd=tmp_path)
+    done = run_script(env, QUARTERLY, airflow=airflow, config=config, cwd=tmp_path, extra={"DRILL_LIVE": "0"})
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "not live: DRILL_LIVE=0" in done.stderr
     # THEN the drill ran on a throwaway server, and wrote its reports into the default ./drill-report
     started = re.search(r"started a throwaway PostgreSQL \(.*\) on 127\.0\.0\.1:(\d+), data in (\S+);", done.stderr)
     assert started, done.stderr
