@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -143,7 +144,8 @@ class AirflowApi:
             raise self._error("POST" if creds.password else "GET", "/auth/token", response)
         token = response.json().get("access_token")
         if not token:
-            raise AirflowApiError(f"{self.url}/auth/token answered without an access_token", status=response.status_code)
+            raise AirflowApiError(f"{self.url}/auth/token answered without an access_token",
+                                  status=response.status_code)
         return str(token)
 
     # -------------------------------------------------------------------- requests
@@ -188,13 +190,15 @@ class AirflowApi:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)
 
-    def paginate(self, path: str, key: str, *, order_by: str, params: dict[str, Any] | None = None,
+    def paginate(self, path: str, key: str, *, order_by: str | None, params: dict[str, Any] | None = None,
                  page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, page by page in a stable ``order_by``. Raises AirflowApiError when the
-        pages do not end within ``max_pages``, or a page repeats the previous one (the server ignores offset)."""
+        pages do not end within ``max_pages``, or a page repeats the previous one (the server ignores offset).
+        ``order_by`` None: the endpoint's own order (Airflow 2's task instance list accepts no ``order_by``)."""
         offset, previous = 0, None
         for _page in range(max_pages):
-            doc = self.get(path, **(params or {}), limit=page_size, offset=offset, order_by=order_by)
+            ordered = {"order_by": order_by} if order_by else {}
+            doc = self.get(path, **(params or {}), **ordered, limit=page_size, offset=offset)
             items = doc.get(key) or []
             total = doc.get("total_entries")
             if not items:

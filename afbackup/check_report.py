@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import xml.etree.ElementTree as ET
-from typing import Callable
+from collections.abc import Callable
 
 from afbackup.errors import AfbackupError, ExitCode
 

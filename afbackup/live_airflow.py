@@ -29,8 +29,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO
 
 from psycopg.conninfo import conninfo_to_dict
 

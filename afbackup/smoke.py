@@ -82,7 +82,7 @@ class SmokeReport:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def parse_time(value: str | None) -> dt.datetime | None:

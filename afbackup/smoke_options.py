@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from afbackup.config.model import Config
+from afbackup.errors import IntegrityError
 from afbackup.smoke import SmokeOptions
 
 
@@ -31,5 +32,8 @@ def options_from(cfg: Config, *, backup_ref: str | None, dsn: str = "", canary: 
     from afbackup.unpack import trusted_manifest
 
     record = trusted_manifest(open_store(cfg.storage), backup_ref, Gpg(cfg.encryption), cfg.encryption)
+    if record.manifest is None:
+        raise IntegrityError(f"backup {record.backup_id} is incomplete (no manifest)",
+                             hint="name a complete backup (afbackup list), or pass --no-backup")
     dags = record.manifest.row_counts.get("dag")
     return dataclasses.replace(options, backup_id=record.backup_id, manifest_dags=dags)

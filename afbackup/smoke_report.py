@@ -13,7 +13,8 @@ NAMES = {"json": "smoke-report.json", "markdown": "smoke-report.md", "junit": "s
 
 def markdown(report: SmokeReport) -> str:
     verdict = "PASSED" if report.ok else "FAILED"
-    lines = [f"# afbackup smoke test: {verdict}", "", f"- Airflow: {report.url} (Airflow {report.airflow_major or '?'})",
+    lines = [f"# afbackup smoke test: {verdict}", "",
+             f"- Airflow: {report.url} (Airflow {report.airflow_major or '?'})",
              f"- backup: `{report.backup_id or '-'}`", f"- started: {report.started_at}"]
     if report.canary:
         lines.append(f"- canary run: `{report.canary.get('run_id')}` {report.canary.get('state')}"

@@ -53,7 +53,7 @@ def check_secrets(**context: object) -> None:
 with DAG(
     dag_id="afbackup_canary",
     schedule=None,
-    start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     is_paused_upon_creation=True,
     tags=["afbackup"],

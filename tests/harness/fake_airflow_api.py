@@ -13,7 +13,8 @@ import json
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.harness.pg import free_port
 

@@ -18,8 +18,8 @@ def server():
         yield fake
 
 
-def client(server, major=2, creds=Credentials(), **kw) -> AirflowApi:
-    return AirflowApi(server.url, creds, major=major, backoff=0.05, timeout=5, **kw)
+def client(server, major=2, creds=None, **kw) -> AirflowApi:
+    return AirflowApi(server.url, creds or Credentials(), major=major, backoff=0.05, timeout=5, **kw)
 
 
 def test_retries_503_and_honours_retry_after(server):
