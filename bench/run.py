@@ -1,5 +1,8 @@
 """``make bench``: afbackup against the seed script and the pg_dump floor, on a generated >= 1 GB Airflow 3 DB.
 
+It also runs ``drill --live`` on the bench database and reports both RTOs: to a restored database and to
+the first successful task (the canary's, on an Airflow started on the restored database).
+
 Short measurements (the pg_dump floor, afbackup backup, the raw download, verify)
 are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its whole process
 tree) and archive size, the ratios, and whether each target of issue #2 is
@@ -86,6 +89,7 @@ def run(size: int, triple: bool) -> dict:
         }
         report["restore"] = _restore_bench(env, airflow, db, bucket, json.loads(ours.stdout), awscli,
                                            _scope_flags(env, airflow, config))
+        report["drill"] = _drill_bench(env, airflow, db, bucket, json.loads(ours.stdout))
         if triple:
             airflow3, db3 = _prepare_db(env, "bench3x", 3 * size)
             big = scenarios.afbackup(env, airflow3, _config(env, airflow3, db3, bucket), "backup", "--json")
@@ -108,6 +112,16 @@ def _restore_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: 
     return {"floor": {"seconds": floor.seconds}, "afbackup": {"seconds": ours.seconds, "own_rss": ours.own_peak_rss},
             "raw_download": {"seconds": raw.seconds}, "verify": {"seconds": verify.seconds,
                                                                   "own_rss": verify.own_peak_rss}}
+
+
+def _drill_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: str, backup: dict) -> dict:
+    """``drill --live``: RTO to a restored database and RTO to the first successful task (the canary's)."""
+    cfg = env.config(db, airflow=airflow, bucket=bucket, sign=False,
+                     smoke={"canary_connection": "conn_0", "canary_variable": "var_0"})
+    done = scenarios.afbackup(env, airflow, env.write_config(cfg, "bench-drill.toml"), "drill", backup["backup_id"],
+                              "--live", "--scratch-dsn", env.pg.dsn(), "--json", name="afbackup drill --live")
+    drill = json.loads(done.stdout)
+    return {"seconds": done.seconds, "rto_seconds": drill["rto_seconds"], "rto_live_seconds": drill["rto_live_seconds"]}
 
 
 def scenarios_awscli() -> str:
@@ -152,6 +166,11 @@ def print_report(report: dict) -> bool:
         checks.append(("verify ≤ 1.2 × download+decrypt+decompress",
                        r["verify"]["seconds"] / r["raw_download"]["seconds"],
                        r["verify"]["seconds"] <= 1.2 * r["raw_download"]["seconds"]))
+    if "drill" in report:
+        d = report["drill"]
+        print("\n== drill --live (RTO) ==")
+        print(f"{'to a restored database':24}{d['rto_seconds']:9.2f}")
+        print(f"{'to the first task':24}{d['rto_live_seconds']:9.2f}   (the whole drill {d['seconds']:.1f} s)")
     print()
     for label, value, ok in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value:.3f}")
