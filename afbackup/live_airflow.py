@@ -197,7 +197,15 @@ class LiveAirflow:
             _stop_group(proc)
 
     def stop(self) -> None:
-        """Stop every component and delete the home; safe to call twice."""
+        """Stop every component and delete the home; safe to call twice. SIGTERM/SIGINT wait until it is done
+        (blocked meanwhile, delivered afterwards), so a second signal cannot leave half of Airflow running."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self._stop_all()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _stop_all(self) -> None:
         for name in list(self.processes):
             try:
                 self.stop_component(name)

@@ -106,8 +106,8 @@ def run_smoke(api: AirflowApi, options: SmokeOptions) -> SmokeReport:
 
 
 def _health(api: AirflowApi, options: SmokeOptions, report: SmokeReport) -> str:
-    report.airflow_major = api.major
     health = api.health()
+    report.airflow_major = api.major
     wanted = COMPONENTS_3 if api.major >= 3 else COMPONENTS_2
     bad, good = [], []
     for name in wanted:

@@ -52,6 +52,30 @@ def run_canary(api: AirflowApi, options: SmokeOptions, report: SmokeReport) -> s
     return _verdict(api, dag_id, run_id, run, report, options)
 
 
+def _failure_reason(api: AirflowApi, dag_id: str, run_id: str, ti: dict) -> str:
+    """The last error line of a failed task's log, best effort ("" when the log cannot be read)."""
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti.get('try_number') or 1}"
+    try:
+        doc = api.get(path, full_content="true")
+    except AirflowApiError:
+        return ""
+    content = doc.get("content") if isinstance(doc, dict) else None
+    if isinstance(content, list):  # Airflow 3: structured log records
+        lines = [" ".join(str(part) for part in (item.get("event", ""), _error_text(item)) if part)
+                 if isinstance(item, dict) else str(item) for item in content]
+    else:
+        lines = str(content or "").splitlines()
+    errors = [line.strip() for line in lines if any(word in line for word in ("Error", "Exception", "Invalid"))]
+    return " ".join((errors or [""])[-1].split())[:300]
+
+
+def _error_text(item: dict) -> str:
+    detail = item.get("error_detail")
+    if isinstance(detail, list) and detail and isinstance(detail[-1], dict):
+        return f"{detail[-1].get('exc_type', '')}: {detail[-1].get('exc_value', '')}"
+    return ""
+
+
 def _wait_for_dag(api: AirflowApi, dag_id: str, deadline: float) -> None:
     for wait in delays(max(0.0, deadline - time.monotonic())) + [0.0]:
         try:
@@ -93,8 +117,11 @@ def _verdict(api: AirflowApi, dag_id: str, run_id: str, run: dict, report: Smoke
         what = f"read connection {options.canary_connection or '-'} and variable {options.canary_variable or '-'}"
         return f"run {run_id} succeeded in {seconds}s ({tasks}; {what})"
     if state in FINISHED:
+        failed = next((t for t in tis if t.get("state") != "success"), None)
+        reason = _failure_reason(api, dag_id, run_id, failed) if failed else ""
+        report.canary["error"] = reason
         raise DrillFailed(f"canary run {run_id} {state} ({tasks}): the task could not read its connection or "
-                          f"variable, or could not run", hint="see the task's log in Airflow; a wrong Fernet key "
-                          "fails the connection read")
+                          f"variable, or could not run" + (f"; its log ends: {reason}" if reason else ""),
+                          hint="see the task's log in Airflow; a wrong Fernet key fails the connection read")
     raise DrillFailed(f"canary run {run_id} still {state} after {options.canary_timeout:g}s ({tasks})",
                       hint="is the scheduler running, and an executor slot free?")
