@@ -110,6 +110,10 @@ def run_drill(settings: Settings, options: DrillOptions, progress: Progress) -> 
     scratch_dsn = options.scratch_dsn or cfg.drill.scratch_dsn
     if not scratch_dsn:
         raise ConfigError("the drill needs a scratch server: --scratch-dsn or [drill] scratch_dsn")
+    if options.live:  # a missing Airflow CLI is a config error before anything is downloaded
+        from afbackup.drill_live import airflow_command
+
+        airflow_command(cfg)
     clock, started = time.monotonic(), mf.utcnow()
     report = DrillReport(started_at=mf.iso(started), rto_target=_target(options.rto_target, cfg.drill.rto_target),
                          rpo_target=_target(options.rpo_target, cfg.drill.rpo_target), live=options.live,

@@ -58,3 +58,25 @@ def test_canary_print_and_install(tmp_path, capsys):
     assert run(["canary", "install", "--dags-folder", str(tmp_path / "dags")]) == 0
     assert (tmp_path / "dags" / "afbackup_canary.py").read_text() == printed
     assert not list((tmp_path / "dags").glob(".*"))  # no temporary file left behind
+
+
+@pytest.fixture
+def _restore_logging():
+    """run() points the afbackup logger at this test's captured stderr; undo that afterwards."""
+    import logging
+
+    root = logging.getLogger("afbackup")
+    saved = (list(root.handlers), root.level, root.propagate)
+    yield
+    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+
+
+def test_drill_live_without_an_airflow_cli_is_a_config_error_before_anything_runs(tmp_path, capsys,
+                                                                                   _restore_logging):
+    from afbackup.cli import run
+
+    config = tmp_path / "afbackup.toml"
+    config.write_text('[airflow]\nexecutor = "none"\n[storage]\nurl = "file:///nonexistent/store"\n')
+    assert run(["--config", str(config), "drill", "--live", "--scratch-dsn", "postgresql://u@127.0.0.1:9/x"]) == 3
+    err = capsys.readouterr().err
+    assert "ERROR cli: drill --live needs a local Airflow CLI to start" in err and "[drill] airflow_command" in err
