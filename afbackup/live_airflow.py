@@ -194,7 +194,7 @@ class LiveAirflow:
         """Stop one component (its whole process group)."""
         proc = self.processes.pop(name, None)
         if proc is not None:
-            _stop_group(proc)
+            _stop_groups([proc])
 
     def stop(self) -> None:
         """Stop every component and delete the home; safe to call twice. SIGTERM/SIGINT wait until it is done
@@ -206,11 +206,12 @@ class LiveAirflow:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _stop_all(self) -> None:
-        for name in list(self.processes):
-            try:
-                self.stop_component(name)
-            except Exception as exc:  # keep stopping the others
-                logger.warning("could not stop Airflow's %s: %s", name, exc)
+        procs = list(self.processes.values())
+        self.processes.clear()
+        try:
+            _stop_groups(procs)  # all at once: the slowest component's shutdown, not the sum of them
+        except Exception as exc:
+            logger.warning("could not stop every Airflow process: %s", exc)
         for log in self._logs.values():
             log.close()
         self._logs.clear()
@@ -268,20 +269,27 @@ class LiveAirflow:
             delay = min(delay * 1.5, 5.0)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # the leader is gone; its children (gunicorn workers, task runners) must not outlive it
-        os.killpg(proc.pid, signal.SIGKILL)
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-    if proc.poll() is None:
-        proc.wait(timeout=10)
+
+
+def _stop_groups(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every group, wait up to STOP_GRACE, SIGKILL what is left; then SIGKILL each group again, so no
+    child (gunicorn worker, task runner) outlives its leader."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 10.0)):
+        alive = [proc for proc in procs if proc.poll() is None]
+        if not alive:
+            break
+        for proc in alive:
+            _signal_group(proc, sig)
+        deadline = time.monotonic() + grace
+        for proc in alive:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)

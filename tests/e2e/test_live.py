@@ -100,6 +100,7 @@ def test_smoke_fails_when_the_canary_connection_cannot_be_decrypted(live):
     report = json.loads(done.stdout)
     assert _checks(report)["canary"] is False and report["canary"]["state"] == "failed"
     assert "smoke test failed: canary: canary run" in done.stderr
+    assert "InvalidToken" in report["canary"]["error"], report["canary"]  # the task log's last error line
 
 
 def test_smoke_fails_and_lists_tasks_stuck_in_queued_and_running_without_heartbeat(live):
