@@ -9,6 +9,7 @@ by ``canary_timeout``. The report records the run's state, its duration, and whe
 
 from __future__ import annotations
 
+import ast
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -64,9 +65,20 @@ def _failure_reason(api: AirflowApi, dag_id: str, run_id: str, ti: dict) -> str:
         lines = [" ".join(str(part) for part in (item.get("event", ""), _error_text(item)) if part)
                  if isinstance(item, dict) else str(item) for item in content]
     else:
-        lines = str(content or "").splitlines()
+        lines = _airflow2_lines(str(content or ""))
     errors = [line.strip() for line in lines if any(word in line for word in ("Error", "Exception", "Invalid"))]
     return " ".join((errors or [""])[-1].split())[:300]
+
+
+def _airflow2_lines(content: str) -> list[str]:
+    """Airflow 2 sends the log as the repr of ``[(host, text), …]``; plain text otherwise."""
+    if content.startswith("[("):
+        try:
+            parts = ast.literal_eval(content)
+            return [line for _host, text in parts for line in str(text).splitlines()]
+        except (ValueError, SyntaxError, TypeError):
+            pass
+    return content.splitlines()
 
 
 def _error_text(item: dict) -> str:
