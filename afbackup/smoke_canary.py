@@ -132,6 +132,9 @@ def _verdict(api: AirflowApi, dag_id: str, run_id: str, run: dict, report: Smoke
         failed = next((t for t in tis if t.get("state") != "success"), None)
         reason = _failure_reason(api, dag_id, run_id, failed) if failed else ""
         report.canary["error"] = reason
+        if "isn't defined" in reason and options.canary_connection:
+            reason += (" (Airflow reports a connection it cannot decrypt as not defined: if the row exists, the "
+                       "Fernet key is not the one it was encrypted with)")
         raise DrillFailed(f"canary run {run_id} {state} ({tasks}): the task could not read its connection or "
                           f"variable, or could not run" + (f"; its log ends: {reason}" if reason else ""),
                           hint="see the task's log in Airflow; a wrong Fernet key fails the connection read")
