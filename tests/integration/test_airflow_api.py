@@ -148,3 +148,18 @@ def test_credentials_come_from_a_file_or_a_named_variable_and_are_never_shown(tm
     with pytest.raises(ConfigError, match="MY_UNSET_VAR"):
         credentials_from(AirflowApiConfig(url="http://x", username="a", password_env="MY_UNSET_VAR"))
 
+
+def test_an_optional_component_is_reported_but_never_fails_health():
+    from afbackup.errors import DrillFailed
+    from afbackup.smoke import SmokeOptions, SmokeReport, _health
+
+    health = {"metadatabase": {"status": "healthy"}, "scheduler": {"status": "healthy"},
+              "dag_processor": {"status": "healthy"},
+              "triggerer": {"status": "unhealthy", "latest_triggerer_heartbeat": "2023-12-31T00:00:00+00:00"}}
+    with FakeAirflowApi() as server:
+        server.route("GET", "/api/v2/monitor/health", (200, {}, health))
+        api = AirflowApi(server.url, Credentials(), major=3)
+        detail = _health(api, SmokeOptions(optional_components=("triggerer",)), SmokeReport())
+        assert "triggerer unhealthy (heartbeat 2023-12-31T00:00:00+00:00) (optional)" in detail
+        with pytest.raises(DrillFailed, match="unhealthy: triggerer unhealthy"):
+            _health(api, SmokeOptions(), SmokeReport())

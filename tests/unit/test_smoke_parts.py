@@ -80,3 +80,4 @@ def test_drill_live_without_an_airflow_cli_is_a_config_error_before_anything_run
     assert run(["--config", str(config), "drill", "--live", "--scratch-dsn", "postgresql://u@127.0.0.1:9/x"]) == 3
     err = capsys.readouterr().err
     assert "ERROR cli: drill --live needs a local Airflow CLI to start" in err and "[drill] airflow_command" in err
+
