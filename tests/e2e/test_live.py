@@ -17,7 +17,8 @@ from cryptography.fernet import Fernet
 from afbackup.live_airflow import LiveAirflow, LiveSpec
 from tests.harness.airflow_env import new_fernet_key
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow,
+              pytest.mark.xdist_group("live_airflow")]  # one worker: the started Airflow is shared per version
 
 CANARY = {"canary_connection": "canary_db", "canary_variable": "plain"}
 
