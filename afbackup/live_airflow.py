@@ -86,6 +86,7 @@ class LiveAirflow:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self._password = secrets.token_urlsafe(24)
+        self._started_env: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LiveAirflow:
@@ -116,7 +117,7 @@ class LiveAirflow:
         os.chmod(self.home, 0o700)
         canary.install(self.dags_folder)
         (self.home / "logs").mkdir()
-        env = self._env()
+        env = self._started_env = self._env()
         if self.spec.major >= 3:
             secret_file = self.home / "passwords.json"
             secret_file.touch(mode=0o600)
@@ -180,6 +181,8 @@ class LiveAirflow:
 
     def _spawn(self, name: str, env: dict[str, str]) -> None:
         assert self.home is not None
+        if name in self._logs:
+            self._logs.pop(name).close()
         log = (self.home / "logs" / f"{name}.log").open("ab")
         self._logs[name] = log
         try:
@@ -189,6 +192,12 @@ class LiveAirflow:
         except OSError as exc:
             raise SourceError(f"cannot start `{' '.join(self.spec.command)} {name}`: {exc.strerror}",
                               hint="set [drill] airflow_command to the Airflow CLI of the backup's version") from None
+
+    def start_component(self, name: str) -> None:
+        """(Re)start one component that was stopped, with the environment of the first start."""
+        if name in self.processes or not self._started_env:
+            return
+        self._spawn(name, self._started_env)
 
     def stop_component(self, name: str) -> None:
         """Stop one component (its whole process group)."""

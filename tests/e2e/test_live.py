@@ -2,7 +2,7 @@
 
 One Airflow per version (scheduler, API server / webserver, DAG processor on 3) is started on a restored
 database and shared by the smoke cases (module scope); the scheduler case runs last because it stops the
-scheduler. Everything started is stopped (the fixture's ``with``).
+scheduler (and starts it again). Everything started is stopped (the fixture's ``with``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from cryptography.fernet import Fernet
 from afbackup.live_airflow import LiveAirflow, LiveSpec
 from tests.harness.airflow_env import new_fernet_key
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow,
-              pytest.mark.xdist_group("live_airflow")]  # one worker: the started Airflow is shared per version
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 CANARY = {"canary_connection": "canary_db", "canary_variable": "plain"}
 
@@ -131,15 +130,19 @@ def test_smoke_fails_and_lists_tasks_stuck_in_queued_and_running_without_heartbe
 
 
 def test_smoke_fails_when_the_scheduler_is_not_running(live):
-    # runs last in the module: it stops the shared Airflow's scheduler
+    # last in the module; the shared Airflow's scheduler is started again afterwards all the same
     restored, airflow = live
     airflow.stop_component("scheduler")
-    deadline, done = time.monotonic() + 90, None
-    while time.monotonic() < deadline:
-        done = restored.smoke(airflow, "--json")
-        if done.returncode != 0:
-            break
-        time.sleep(5)
+    try:
+        deadline, done = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            done = restored.smoke(airflow, "--json")
+            if done.returncode != 0:
+                break
+            time.sleep(5)
+    finally:
+        airflow.start_component("scheduler")
+    assert airflow.processes["scheduler"].poll() is None
     assert done.returncode == 10, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert _checks(report)["health"] is False
