@@ -37,6 +37,9 @@ def markdown(report: DrillReport) -> str:
         f"- scratch database: {report.scratch or '-'}{' (kept)' if report.kept else ' (dropped)'}",
         f"- **RTO** (start → usable restored database): {_seconds(report.rto_seconds)}"
         f" — target {_seconds(report.rto_target) if report.rto_target else 'none'}",
+        *([f"- **RTO live** (start → first successful task on the restored Airflow): "
+           f"{_seconds(report.rto_live_seconds)} — target "
+           f"{_seconds(report.rto_live_target) if report.rto_live_target else 'none'}"] if report.live else []),
         f"- **RPO** (age of the backup at the start): {_seconds(report.rpo_seconds)}"
         f" — target {_seconds(report.rpo_target) if report.rpo_target else 'none'}",
         "",
@@ -58,7 +61,7 @@ def junit(report: DrillReport) -> ET.Element:
                        time=f"{sum(c.seconds for c in report.checks):.3f}", timestamp=report.started_at)
     props = ET.SubElement(suite, "properties")
     for name, value in (("backup_id", report.backup_id), ("rto_seconds", report.rto_seconds),
-                        ("rpo_seconds", report.rpo_seconds)):
+                        ("rto_live_seconds", report.rto_live_seconds), ("rpo_seconds", report.rpo_seconds)):
         ET.SubElement(props, "property", name=name, value=str(value))
     for check in report.checks:
         case = ET.SubElement(suite, "testcase", classname="afbackup.drill", name=check.name,

@@ -106,6 +106,24 @@ class RestoreError(AfbackupError):
     kind = "restore"
 
 
+class AirflowApiError(SourceError):
+    """The Airflow REST API answered with an error (an RFC 7807 problem document, or the body it sent), or
+    could not be reached. 401/403 are configuration errors (exit 3: fix ``[airflow.api]`` credentials);
+    anything else is a source error (exit 5). ``status`` is 0 when no HTTP answer came."""
+
+    kind = "airflow_api"
+
+    def __init__(self, message: str, *, status: int = 0, title: str = "", detail: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+    @property
+    def exit_code(self) -> ExitCode:  # type: ignore[override]
+        return ExitCode.CONFIG if self.status in (401, 403) else ExitCode.SOURCE
+
+
 class Interrupted(AfbackupError):
     """The run received a terminating signal; exit code 128 + signal number."""
 

@@ -1,5 +1,8 @@
 """``make bench``: afbackup against the seed script and the pg_dump floor, on a generated >= 1 GB Airflow 3 DB.
 
+It also runs ``drill --live`` on the bench database and reports both RTOs: to a restored database and to
+the first successful task (the canary's, on an Airflow started on the restored database).
+
 Short measurements (the pg_dump floor, afbackup backup, the raw download, verify)
 are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its
 whole process tree) and archive size, the ratios, and whether each target of issue #2 is
@@ -91,6 +94,7 @@ def run(size: int, triple: bool, only: str = "all") -> dict:
             }
         report["restore"] = _restore_bench(env, airflow, db, bucket, json.loads(ours.stdout), awscli,
                                            _scope_flags(env, airflow, config), full=only != "restore")
+        report["drill"] = _drill_bench(env, airflow, db, bucket, json.loads(ours.stdout))
         if triple and only != "restore":
             airflow3, db3 = _prepare_db(env, "bench3x", 3 * size)
             big = scenarios.afbackup(env, airflow3, _config(env, airflow3, db3, bucket), "backup", "--json")
@@ -125,6 +129,16 @@ def _restore_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: 
             "verify": {"seconds": verify.seconds, "own_rss": verify.own_peak_rss}}
 
 
+def _drill_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: str, backup: dict) -> dict:
+    """``drill --live``: RTO to a restored database and RTO to the first successful task (the canary's)."""
+    cfg = env.config(db, airflow=airflow, bucket=bucket, sign=False,
+                     smoke={"canary_connection": "conn_0", "canary_variable": "var_0"})
+    done = scenarios.afbackup(env, airflow, env.write_config(cfg, "bench-drill.toml"), "drill", backup["backup_id"],
+                              "--live", "--scratch-dsn", env.pg.dsn(), "--json", name="afbackup drill --live")
+    drill = json.loads(done.stdout)
+    return {"seconds": done.seconds, "rto_seconds": drill["rto_seconds"], "rto_live_seconds": drill["rto_live_seconds"]}
+
+
 def scenarios_awscli() -> str:
     """The aws CLI from its own venv (installed by `make awscli`)."""
     path = Path(__file__).resolve().parents[1] / ".cache" / "venvs" / "awscli" / "bin" / "aws"
@@ -138,6 +152,11 @@ def print_report(report: dict) -> bool:
     checks = _print_backup(b) if "seed" in b else []
     if "restore" in report:
         checks += _print_restore(report["restore"])
+    if "drill" in report:
+        d = report["drill"]
+        print("\n== drill --live (RTO) ==")
+        print(f"{'to a restored database':24}{d['rto_seconds']:9.2f}")
+        print(f"{'to the first task':24}{d['rto_live_seconds']:9.2f}   (the whole drill {d['seconds']:.1f} s)")
     print()
     for label, value, ok in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value:.3f}")

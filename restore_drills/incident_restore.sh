@@ -4,21 +4,25 @@
 #   incident_restore.sh --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean] [--terminate-sessions]
 #                       [--k8s-namespace NS --k8s-scheduler DEPLOYMENT]
 #                       [--k8s-agent-target TARGET [--k8s-agent-container NAME]] [--config FILE]
+#                       [--smoke-url URL] [--canary] [--no-smoke]
 #
 # 1. show what will be restored and confirm     5. what restore verified
 # 2. scale the scheduler to 0 (Kubernetes)       6. scale the scheduler back up
-# 3. afbackup restore --pause-dags               7. next steps
-# 4. Fernet re-encryption, the DAGs now paused, the work in flight, what the database does not hold
+# 3. afbackup restore (DAGs left paused)         7. afbackup smoke (before anything is unpaused), stuck work
+# 4. Fernet re-encryption, the DAGs now paused,  8. next steps
+#    the work in flight, what the database does not hold
 #
 # afbackup restore does the heavy lifting and the safety checks (verification before the target is touched,
 # the Airflow schema check, the Fernet re-encryption); this script sequences it and tells the operator what
 # happened. Environment: AFBACKUP (the afbackup command, default: afbackup), AFBACKUP_CONFIG, KUBECTL
-# (default: kubectl), K8S_WAIT_TIMEOUT (seconds, default 300), PYTHON (reads JSON, default: python3).
+# (default: kubectl), K8S_WAIT_TIMEOUT (seconds, default 300), PYTHON (reads JSON, default: python3),
+# SMOKE_TIMEOUT (seconds to wait for Airflow to become healthy for the smoke test, default 180).
 #
 # Exit code: 0 restored; 2 usage error, or not confirmed; otherwise afbackup's exit code of the step that
 # failed (4 also when the scheduler could not be scaled down: nothing was restored); 1 when the restore
 # succeeded but the scheduler could not be scaled back up (the message says what to run); 3 when
-# --target-dsn holds a password.
+# --target-dsn holds a password; 10 when the restore succeeded but the smoke test failed (the report says
+# which check: do not unpause DAGs yet).
 #
 # The restore's Airflow steps (version check, Fernet re-encryption) run in afbackup's exec target
 # ([airflow.kubernetes] target). When that is the scheduler this script scales to 0, it has no Ready pod
@@ -32,6 +36,7 @@ read -r -a AFB <<<"${AFBACKUP:-afbackup}"
 read -r -a KUBE <<<"${KUBECTL:-kubectl}"
 PYTHON=${PYTHON:-python3}
 WAIT_TIMEOUT=${K8S_WAIT_TIMEOUT:-300}
+SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-180}
 
 usage() {
     cat <<EOF
@@ -52,13 +57,16 @@ usage: $PROG --target-dsn DSN [--backup ID|latest] [--yes] [--migrate] [--clean]
                            or selector:K=V): required when [airflow.kubernetes] target is the scheduler above
   --k8s-agent-container C  the container of --k8s-agent-target (default: [airflow.kubernetes] container)
   --config FILE            afbackup's config file (default: \$AFBACKUP_CONFIG, else /etc/afbackup/config.toml)
+  --smoke-url URL          the restored Airflow's API for the smoke test (default: the config's [airflow.api] url)
+  --canary                 the smoke test also runs the canary DAG (afbackup canary install puts it in place)
+  --no-smoke               skip the smoke test (step 7)
 EOF
 }
 
 die_usage() { printf '%s: %s\n' "$PROG" "$*" >&2; usage >&2; exit 2; }
 say() { printf '%s\n' "$*"; }
 warn() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-banner() { printf '\n==== [%s/7] %s ====\n' "$1" "$2"; }
+banner() { printf '\n==== [%s/8] %s ====\n' "$1" "$2"; }
 loud() {  # loud LINE...: a message the operator must not miss (on stderr, with afbackup's errors)
     local bar='!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!'
     { printf '\n%s\n' "$bar"; printf '!!! %s\n' "$@"; printf '%s\n\n' "$bar"; } >&2
@@ -66,6 +74,7 @@ loud() {  # loud LINE...: a message the operator must not miss (on stderr, with 
 
 # --------------------------------------------------------------------------------------------- arguments
 TARGET_DSN="" BACKUP="latest" YES=0 MIGRATE=0 CLEAN=0 TERMINATE=0 K8S_NS="" K8S_DEPLOY="" AGENT_TARGET="" AGENT_CONTAINER=""
+SMOKE=1 SMOKE_URL="" CANARY=0
 need() { [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -83,6 +92,10 @@ while [[ $# -gt 0 ]]; do
         --k8s-agent-container=*) AGENT_CONTAINER=${1#*=}; shift ;;
         --config) need "$@"; export AFBACKUP_CONFIG=$2; shift 2 ;;
         --config=*) export AFBACKUP_CONFIG=${1#*=}; shift ;;
+        --smoke-url) need "$@"; SMOKE_URL=$2; shift 2 ;;
+        --smoke-url=*) SMOKE_URL=${1#*=}; shift ;;
+        --canary) CANARY=1; shift ;;
+        --no-smoke) SMOKE=0; shift ;;
         --yes) YES=1; shift ;;
         --migrate) MIGRATE=1; shift ;;
         --clean) CLEAN=1; shift ;;
@@ -221,6 +234,25 @@ if [[ -n $AGENT_TARGET ]]; then
     export AFBACKUP_AIRFLOW_KUBERNETES_TARGET=$AGENT_TARGET
     [[ -n $AGENT_CONTAINER ]] && export AFBACKUP_AIRFLOW_KUBERNETES_CONTAINER=$AGENT_CONTAINER
 fi
+
+smoke_summary() {  # stdin: afbackup smoke --json; stdout: PASS|FAIL|SKIP <check>: <detail>, then the stuck work
+    "$PYTHON" -c '
+import json, sys
+try:
+    r = json.load(sys.stdin)
+except ValueError:
+    sys.exit(0)
+for c in r.get("checks") or []:
+    print("%s %s: %s" % ({True: "PASS", False: "FAIL", None: "SKIP"}[c.get("ok")], c["name"],
+                         " ".join(str(c.get("detail", "")).split())))
+stuck = r.get("stuck") or []
+if stuck:
+    print("stuck work (%d): clear or fail these before unpausing anything:" % len(stuck))
+for s in stuck:
+    print("  - %s: dag %s, task %s, run %s, pool %s, since %s"
+          % (s["state"], s["dag_id"], s["task_id"], s["run_id"], s["pool"], s["since"]))
+'
+}
 
 # --------------------------------------------------------------------------------------------- 1. what
 banner 1 "What will be restored"
@@ -404,10 +436,53 @@ else
     say "skipped: not on Kubernetes"
 fi
 
-# --------------------------------------------------------------------------------------------- 7. next steps
-banner 7 "Next steps"
+# --------------------------------------------------------------------------------------------- 7. smoke test
+banner 7 "Smoke test (before anything is unpaused)"
+SMOKE_RC=0
+if ((!SMOKE)); then
+    say "skipped: --no-smoke"
+else
+    smoke_args=(smoke "$BACKUP_ID" --dsn "$TARGET_DSN" --json)
+    [[ -n $SMOKE_URL ]] && smoke_args+=(--url "$SMOKE_URL")
+    ((CANARY)) && smoke_args+=(--canary)
+    say "running: afbackup ${smoke_args[*]}"
+    deadline=$((SECONDS + SMOKE_TIMEOUT))
+    while :; do
+        SMOKE_RC=0
+        "${AFB[@]}" "${smoke_args[@]}" >"$WORK/smoke.json" 2>"$WORK/smoke.err" || SMOKE_RC=$?
+        # only an Airflow that is not healthy yet is worth waiting for; anything else is the answer
+        if ((SMOKE_RC != 10)) || ! smoke_summary <"$WORK/smoke.json" | grep -q '^FAIL health'; then
+            break
+        fi
+        ((SECONDS + 15 < deadline)) || break
+        say "Airflow is not healthy yet: asking again in 15s (until ${SMOKE_TIMEOUT}s)"
+        sleep 15
+    done
+    if ((SMOKE_RC == 3)) && grep -q 'airflow.api.url is not set' "$WORK/smoke.err"; then
+        SMOKE_RC=0
+        say "skipped: no Airflow API configured ([airflow.api] url in afbackup's config, or --smoke-url)."
+        say "Check by hand that the scheduler heartbeats and that no task is stuck before unpausing anything."
+    elif ((SMOKE_RC == 0 || SMOKE_RC == 10)); then
+        smoke_summary <"$WORK/smoke.json" | while IFS= read -r line; do say "  $line"; done
+        if ((SMOKE_RC == 0)); then
+            say "Airflow runs on the restored database: every check passed."
+        else
+            loud "THE SMOKE TEST FAILED: Airflow is not fully back (the FAIL lines above say what)." \
+                "Do NOT unpause DAGs until it passes; stuck tasks are listed above with DAG, task, run and pool."
+        fi
+    else
+        cat "$WORK/smoke.err" >&2
+        warn "the smoke test could not run (afbackup smoke exited $SMOKE_RC): check Airflow by hand before unpausing"
+    fi
+fi
+
+# --------------------------------------------------------------------------------------------- 8. next steps
+banner 8 "Next steps"
 n=0
 step() { n=$((n + 1)); say "$n. $1"; shift; local line; for line in "$@"; do say "     $line"; done; }
+if ((SMOKE_RC == 10)); then
+    step "FIX WHAT THE SMOKE TEST FOUND (step 7) and rerun it: afbackup smoke $BACKUP_ID --dsn <target>"
+fi
 if ((SCALE_BACK_FAILED)); then
     step "SCALE THE SCHEDULER BACK UP: kubectl -n $K8S_NS scale deployment/$K8S_DEPLOY --replicas=$ORIGINAL_REPLICAS"
 fi
@@ -436,4 +511,5 @@ step "If the incident involved a breach: rotate credentials — the connections'
 [[ -n ${M[5]:-} ]] && step "Recreate what the backup does not hold (environment/secrets backend): ${M[5]}"
 
 ((SCALE_BACK_FAILED)) && exit 1
+((SMOKE_RC == 10)) && exit 10
 exit 0

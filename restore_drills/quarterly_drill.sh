@@ -12,6 +12,11 @@
 #   DRILL_RTO_TARGET       optional, e.g. 30m: the drill fails when the recovery takes longer
 #   DRILL_RPO_TARGET       optional, e.g. 26h: the drill fails when the backup is older
 #   DRILL_FERNET_KEY_FILE  optional: the escrowed source Fernet key; a restored connection must decrypt with it
+#   DRILL_LIVE             auto (default), 1 or 0: `drill --live` (start Airflow on the restored database, smoke
+#                          test, canary DAG, RTO to the first successful task). auto: when the Airflow CLI the live
+#                          drill would start exists here ([drill] airflow_command, else [airflow] command with the
+#                          local executor); the log says which, and why
+#   DRILL_RTO_LIVE_TARGET  optional, e.g. 45m: with --live, the drill fails when the first task succeeds later
 #   PG_BIN                 optional: the directory with initdb/pg_ctl for the throwaway server
 #   PYTHON                 the interpreter used to read JSON (default: python3)
 #   GITHUB_STEP_SUMMARY    set by GitHub Actions: the Markdown report is appended there
@@ -123,8 +128,9 @@ provision_postgres() {
     exit 4
 }
 
-# The config's [drill] scratch_dsn (file or AFBACKUP_DRILL_SCRATCH_DSN), empty when unset or unreadable.
-configured_scratch_dsn() {
+# configured KEY: the config's value of KEY (file or AFBACKUP_* variable), empty when unset or unreadable;
+# a list is printed as its first item (a command's executable).
+configured() {
     { "${AFB[@]}" config show --json 2>/dev/null || true; } | "$PYTHON" -c '
 import json, sys
 try:
@@ -132,9 +138,33 @@ try:
 except ValueError:
     sys.exit(0)
 for item in doc.get("values", []):
-    if item.get("key") == "drill.scratch_dsn" and item.get("value"):
-        print(item["value"])
-' 2>/dev/null || true
+    value = item.get("value")
+    if item.get("key") == sys.argv[1] and value:
+        print(value[0] if isinstance(value, list) else value)
+' "$1" 2>/dev/null || true
+}
+
+# Whether to drill with --live; sets LIVE (0/1) and says why on stderr.
+decide_live() {
+    local want=${DRILL_LIVE:-auto} cli
+    case $want in
+        0 | no | false) LIVE=0; log "not live: DRILL_LIVE=$want"; return 0 ;;
+        1 | yes | true) LIVE=1; log "live: DRILL_LIVE=$want"; return 0 ;;
+        auto) ;;
+        *) log "ERROR: DRILL_LIVE must be auto, 1 or 0 (got '$want')"; exit 2 ;;
+    esac
+    cli=$(configured drill.airflow_command)
+    if [[ -z $cli && $(configured airflow.executor) == local ]]; then
+        cli=$(configured airflow.command)
+    fi
+    if [[ -n $cli ]] && command -v "$cli" >/dev/null 2>&1; then
+        LIVE=1
+        log "live: the Airflow CLI $cli is here: the drill starts Airflow on the restored database (drill --live)"
+    else
+        LIVE=0
+        log "NOT live: no Airflow CLI here (${cli:-none configured}; set [drill] airflow_command): the drill proves the" \
+            "database restores and Airflow's CLI reads it, not that a task runs (docs/smoke.md)"
+    fi
 }
 
 publish() {  # publish FILE: stdout, and the GitHub job summary when there is one
@@ -147,7 +177,7 @@ publish() {  # publish FILE: stdout, and the GitHub job summary when there is on
 # --------------------------------------------------------------------------------------------- main
 SCRATCH_DSN=${DRILL_SCRATCH_DSN:-}
 if [[ -z $SCRATCH_DSN ]]; then
-    if [[ -n $(configured_scratch_dsn) ]]; then
+    if [[ -n $(configured drill.scratch_dsn) ]]; then
         log "using the config's [drill] scratch_dsn"
     else
         provision_postgres
@@ -163,6 +193,12 @@ args=(drill "$BACKUP" --report "$REPORT_DIR")
 [[ -n ${DRILL_RTO_TARGET:-} ]] && args+=(--rto-target "$DRILL_RTO_TARGET")
 [[ -n ${DRILL_RPO_TARGET:-} ]] && args+=(--rpo-target "$DRILL_RPO_TARGET")
 [[ -n ${DRILL_FERNET_KEY_FILE:-} ]] && args+=(--fernet-key-file "$DRILL_FERNET_KEY_FILE")
+LIVE=0
+decide_live
+if ((LIVE)); then
+    args+=(--live)
+    [[ -n ${DRILL_RTO_LIVE_TARGET:-} ]] && args+=(--rto-live-target "$DRILL_RTO_LIVE_TARGET")
+fi
 
 log "running: ${AFB[*]} ${args[*]}"
 rc=0

@@ -103,6 +103,18 @@ def _unpause() -> click.Command:
     return unpause
 
 
+def _smoke() -> click.Command:
+    from afbackup.cli.smoke import smoke
+
+    return smoke
+
+
+def _canary() -> click.Command:
+    from afbackup.cli.canary import canary
+
+    return canary
+
+
 def _fleet() -> click.Command:
     from afbackup.cli.fleet import fleet
 
@@ -119,5 +131,5 @@ COMMANDS: dict[str, Callable[[], click.Command]] = {
     "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore,
     "restore-cleanup": _restore_cleanup, "drill": _drill,
     "prune": _prune, "pin": _pin, "unpin": _unpin, "break-lock": _break_lock, "check": _check, "config": _config,
-    "unpause": _unpause, "keys": _keys, "fleet": _fleet, "deploy": _deploy,
+    "unpause": _unpause, "smoke": _smoke, "canary": _canary, "keys": _keys, "fleet": _fleet, "deploy": _deploy,
 }

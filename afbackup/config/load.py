@@ -230,9 +230,9 @@ def _error_key(loc: tuple) -> str:
 
 
 def is_secret_key(key: str) -> bool:
-    """Keys whose *values* are masked by ``config show`` (paths to secrets are shown)."""
+    """Keys whose *values* are masked by ``config show`` (paths to secrets and names of variables are shown)."""
     leaf = key.rsplit(".", 1)[-1]
-    return any(hint in leaf for hint in SECRET_HINTS) and not leaf.endswith(("_file", "_command"))
+    return any(hint in leaf for hint in SECRET_HINTS) and not leaf.endswith(("_file", "_command", "_env"))
 
 
 def dsn_flag(value: str, flag: str) -> str:

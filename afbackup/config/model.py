@@ -80,6 +80,38 @@ class KubernetesConfig(Section):
         return target
 
 
+class AirflowApiConfig(Section):
+    """``[airflow.api]``: the REST API of a running Airflow (``afbackup smoke``). Credentials come from a
+    file or an environment variable named here, never from a flag or a plain value."""
+
+    url: str = ""
+    version: Literal["auto", "2", "3"] = "auto"
+    username: str = ""
+    password_file: str = ""
+    password_env: str = ""
+    token_file: str = ""
+    token_env: str = ""
+    timeout: Duration = 30.0
+    retries: int = Field(5, ge=0, le=20)
+    verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("use http://HOST:PORT or https://HOST (the Airflow webserver / api-server)")
+        if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+            raise ValueError("contains credentials; use username with password_file or password_env")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> AirflowApiConfig:
+        sources = [name for name in ("password_file", "password_env", "token_file", "token_env") if getattr(self, name)]
+        if len(sources) > 1:
+            raise ValueError(f"set only one of airflow.api.{', airflow.api.'.join(sources)}")
+        return self
+
+
 class AirflowConfig(Section):
     executor: Literal["kubernetes", "local", "none"] = "local"
     command: tuple[str, ...] = ("airflow",)
@@ -87,6 +119,7 @@ class AirflowConfig(Section):
     tmp_dir: str = "/dev/shm"
     timeout: Duration = 600.0
     kubernetes: KubernetesConfig = KubernetesConfig()
+    api: AirflowApiConfig = AirflowApiConfig()
 
     @field_validator("command")
     @classmethod
@@ -199,6 +232,22 @@ class DrillConfig(Section):
     scratch_dsn: PasswordlessDsn = ""
     rto_target: Duration = 0.0
     rpo_target: Duration = 0.0
+    rto_live_target: Duration = 0.0
+    airflow_command: tuple[str, ...] = ()
+    airflow_home: str = ""
+    live_startup_timeout: Duration = 600.0
+
+
+class SmokeConfig(Section):
+    """``[smoke]``: what ``afbackup smoke`` (and ``drill --live``) checks."""
+
+    queued_threshold: Duration = 600.0
+    heartbeat_timeout: Duration = 300.0
+    optional_components: tuple[Literal["triggerer", "dag_processor"], ...] = ()
+    canary_dag: str = "afbackup_canary"
+    canary_connection: str = ""
+    canary_variable: str = ""
+    canary_timeout: Duration = 600.0
 
 
 class CheckConfig(Section):
@@ -216,6 +265,7 @@ class Config(Section):
     backup: BackupConfig = BackupConfig()
     restore: RestoreConfig = RestoreConfig()
     drill: DrillConfig = DrillConfig()
+    smoke: SmokeConfig = SmokeConfig()
     check: CheckConfig = CheckConfig()
     # PGPASSWORD as found when the configuration was resolved (load_settings). Not a config key and
     # never shown: libpq's own variable, handed explicitly to the children that connect

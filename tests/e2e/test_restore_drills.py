@@ -14,12 +14,14 @@ import shlex
 import socket
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance, new_fernet_key
+from tests.harness.fake_airflow_api import FakeAirflowApi
 
 pytestmark = pytest.mark.airflow
 
@@ -28,7 +30,7 @@ DRILLS = REPO / "restore_drills"
 QUARTERLY = DRILLS / "quarterly_drill.sh"
 INCIDENT = DRILLS / "incident_restore.sh"
 REPORTS = ("drill-report.json", "drill-report.md", "drill-junit.xml")
-BANNER = re.compile(r"^==== \[(\d)/7\] ", re.MULTILINE)
+BANNER = re.compile(r"^==== \[(\d)/8\] ", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +138,9 @@ def test_quarterly_drill_passes_writes_the_reports_and_publishes_the_markdown(en
     assert done.stdout.strip() == markdown.strip()  # stdout is exactly the published report
     assert summary.read_text().startswith("## an earlier step\n# afbackup DR drill: PASSED")  # appended
     assert ET.parse(tmp_path / "out" / "drill-junit.xml").getroot().get("failures") == "0"
+    # AND the Airflow CLI is here (the local executor's), so the drill ran live and said so
+    assert "live: the Airflow CLI" in done.stderr and report["live"] is True
+    assert 0 < report["rto_seconds"] < report["rto_live_seconds"]
 
 
 @pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
@@ -145,7 +150,8 @@ def test_quarterly_drill_missing_its_rto_target_exits_10_and_still_reports(env, 
     stale.mkdir()
     (stale / "drill-report.md").write_text("# afbackup DR drill: PASSED\n(a stale report of an earlier run)\n")
     done = run_script(env, QUARTERLY, airflow=airflow, config=config, cwd=tmp_path, extra={
-        "DRILL_SCRATCH_DSN": env.pg.dsn(), "DRILL_REPORT_DIR": str(stale), "DRILL_RTO_TARGET": "1ms"})
+        "DRILL_SCRATCH_DSN": env.pg.dsn(), "DRILL_REPORT_DIR": str(stale), "DRILL_RTO_TARGET": "1ms",
+        "AFBACKUP_DRILL_AIRFLOW_COMMAND": '["/nonexistent/airflow"]'})
     assert done.returncode == 10, done.stdout + done.stderr
     for name in REPORTS:
         assert (stale / name).is_file(), name
@@ -154,6 +160,8 @@ def test_quarterly_drill_missing_its_rto_target_exits_10_and_still_reports(env, 
     assert done.stdout.startswith("# afbackup DR drill: FAILED") and "stale" not in done.stdout
     assert ET.parse(stale / "drill-junit.xml").getroot().get("failures") == "1"
     assert "exit 10" in done.stderr
+    # AND with no Airflow CLI to start, the drill was not live, and the log says so
+    assert "NOT live: no Airflow CLI here (/nonexistent/airflow" in done.stderr and report["live"] is False
 
 
 def _postgres_processes_using(path: str) -> list[str]:
@@ -174,8 +182,9 @@ def _postgres_processes_using(path: str) -> list[str]:
 def test_quarterly_drill_provisions_and_removes_its_own_scratch_postgres(env, source, tmp_path):
     # GIVEN no DRILL_SCRATCH_DSN and no [drill] scratch_dsn (we are root here: the server runs as postgres)
     airflow, _, config, backup_id = source
-    done = run_script(env, QUARTERLY, airflow=airflow, config=config, cwd=tmp_path)
+    done = run_script(env, QUARTERLY, airflow=airflow, config=config, cwd=tmp_path, extra={"DRILL_LIVE": "0"})
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "not live: DRILL_LIVE=0" in done.stderr
     # THEN the drill ran on a throwaway server, and wrote its reports into the default ./drill-report
     started = re.search(r"started a throwaway PostgreSQL \(.*\) on 127\.0\.0\.1:(\d+), data in (\S+);", done.stderr)
     assert started, done.stderr
@@ -206,7 +215,7 @@ def test_incident_restore_scales_down_restores_paused_and_reencrypted_then_scale
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     # THEN every step was announced, in order, with what was restored
-    assert [int(n) for n in BANNER.findall(out)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [int(n) for n in BANNER.findall(out)] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert f"backup:        {backup_id} (latest)" in out and "Airflow:       3." in out
     # AND the scheduler was at 0 before the target existed, and back at 2 after the restore
     assert fake_kubectl.scales() == [("0", "0"), ("2", "1")]
@@ -219,17 +228,53 @@ def test_incident_restore_scales_down_restores_paused_and_reencrypted_then_scale
     # AND it said that the Fernet key differed and afbackup re-encrypted (no separate re-import)
     assert "afbackup re-encrypted" in out
     # AND what restore verified, then the next steps with the exact unpause command
-    section5 = out.split("[5/7]")[1].split("[6/7]")[0]
+    section5 = out.split("[5/8]")[1].split("[6/8]")[0]
     assert "verified" in section5 and "  - " in section5
-    next_steps = out.split("[7/7] Next steps")[1]
+    next_steps = out.split("[8/8] Next steps")[1]
     assert "airflow dags unpause sample_etl" in next_steps and "afbackup unpause --target-dsn" in next_steps
     # AND the non-DB items the operator must bring, each checked against the target
-    section4 = out.split("[4/7]")[1].split("[5/7]")[0]
+    section4 = out.split("[4/8]")[1].split("[5/8]")[0]
     for item in ("Fernet key", "JWT secret", "auth", "DAG bundles", "providers"):
         assert f"] {item}" in section4, item
     assert "Work in flight: 0 task instance(s)" in section4
     assert "kubectl -n airflow logs deployment/airflow-scheduler" in next_steps
     assert "quarterly_drill.sh" in next_steps and "rotate" in next_steps
+    assert "skipped: no Airflow API configured" in out.split("[7/8]")[1]
+
+
+def test_incident_restore_smoke_tests_before_unpausing_and_lists_stuck_work(env, source, tmp_path):
+    # GIVEN a restored Airflow 3 whose API (a real HTTP server here) reports a task stuck in queued
+    airflow, db, config, backup_id = source
+    target, target_db = new_target(env, airflow)
+    dags = [row[0] for row in env.pg.execute(db, "SELECT dag_id FROM dag ORDER BY dag_id")]
+    healthy = {name: {"status": "healthy"} for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")}
+    stuck = {"dag_id": "sample_etl", "task_id": "extract", "dag_run_id": "manual__1", "pool": "etl",
+             "queued_when": "2020-01-01T00:00:00Z", "state": "queued"}
+    cfg = tomllib.loads(config.read_text())
+    with FakeAirflowApi() as api:
+        api.route("GET", "/api/v2/monitor/health", (200, {}, healthy))
+        api.route("GET", "/auth/token", (201, {}, {"access_token": "t"}))
+        api.route("GET", "/api/v2/dags", (200, {}, {"dags": [{"dag_id": d} for d in dags],
+                                                     "total_entries": len(dags)}))
+        api.route("GET", "/api/v2/importErrors", (200, {}, {"import_errors": [], "total_entries": 0}))
+        api.route("GET", "/api/v2/dags/~/dagRuns/~/taskInstances",
+                  (200, {}, {"task_instances": [stuck], "total_entries": 1}))
+        cfg["airflow"]["api"] = {"url": api.url, "version": "3"}
+        smoke_config = env.write_config(cfg)
+        # WHEN the runbook restores
+        done = run_script(env, INCIDENT, "--yes", "--target-dsn", env.pg.dsn(target_db), airflow=target,
+                          config=smoke_config, cwd=tmp_path)
+        asked = [(r.method, r.path) for r in api.requests]
+    # THEN it ran the smoke test after the restore, listed the stuck task, and exits 10 (restored, not healthy)
+    assert done.returncode == 10, done.stdout + done.stderr
+    smoke = done.stdout.split("[7/8]")[1].split("[8/8]")[0]
+    assert "PASS health" in smoke and "PASS dags" in smoke and "FAIL stuck work" in smoke
+    assert "- queued: dag sample_etl, task extract, run manual__1, pool etl, since 2020-01-01" in smoke
+    assert "THE SMOKE TEST FAILED" in done.stderr and "Do NOT unpause" in done.stderr
+    assert "FIX WHAT THE SMOKE TEST FOUND" in done.stdout.split("[8/8]")[1]
+    # AND the smoke test only read (nothing was unpaused: no PATCH, no POST)
+    assert {method for method, _ in asked} == {"GET"}
+    assert env.pg.execute(target_db, "SELECT count(*) FROM dag WHERE NOT is_paused")[0][0] == 0
 
 
 @pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow
@@ -247,7 +292,7 @@ def test_incident_restore_scales_back_up_when_the_restore_fails(env, source, tmp
     assert "is not empty" in done.stderr and "--clean" in done.stdout
     assert [replicas for replicas, _ in fake_kubectl.scales()] == ["0", "2"]
     assert "scaling it back up now" in done.stderr
-    assert "[4/7]" not in done.stdout
+    assert "[4/8]" not in done.stdout
 
 
 @pytest.mark.slow  # the drill/restore scripts run restores through the CLI with Airflow

@@ -106,7 +106,8 @@ def test_fleet_status_text_is_one_line_a_deployment_worst_first(fleet, capsys):
 
 def test_root_deployment_option_narrows_the_fleet(fleet, capsys):
     config, _ = fleet
-    assert run(["--config", str(config), "--deployment", "fresh", "fleet", "status", "--json"], clock=FakeClock(NOW)) == 0
+    argv = ["--config", str(config), "--deployment", "fresh", "fleet", "status", "--json"]
+    assert run(argv, clock=FakeClock(NOW)) == 0
     assert [d["name"] for d in json.loads(capsys.readouterr().out)["deployments"]] == ["fresh"]
 
 
