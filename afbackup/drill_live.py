@@ -20,6 +20,7 @@ from afbackup.errors import ConfigError, SourceError
 if TYPE_CHECKING:
     from afbackup.config.model import Config
     from afbackup.drill import DrillOptions, DrillReport, _Steps
+    from afbackup.manifest import Manifest
 
 
 def airflow_command(cfg: Config) -> tuple[str, ...]:
@@ -39,8 +40,8 @@ def run_live(cfg: Config, state: dict[str, Any], password: str | None, options: 
     if not report.ok:
         steps.run("live: airflow starts", lambda: "")  # recorded as skipped
         return
-    manifest = state["manifest"]
-    spec = LiveSpec(command=airflow_command(cfg), major=int(manifest.airflow.get("major") or 0), dsn=state["dsn"],
+    manifest: Manifest = state["manifest"]
+    spec = LiveSpec(command=airflow_command(cfg), major=manifest.airflow.major or 0, dsn=state["dsn"],
                     password=password, fernet_keys=tuple(_keys(options, state)),
                     home_parent=cfg.drill.airflow_home or cfg.airflow.tmp_dir,
                     startup_timeout=cfg.drill.live_startup_timeout)
@@ -71,14 +72,15 @@ def _started(live: Any) -> str:
 def _smoke(cfg: Config, live: Any, state: dict[str, Any], password: str | None, report: DrillReport) -> Any:
     from afbackup.smoke import SmokeOptions, run_smoke
 
-    manifest, smoke = state["manifest"], cfg.smoke
+    manifest: Manifest = state["manifest"]
+    smoke = cfg.smoke
     options = SmokeOptions(
         queued_threshold=smoke.queued_threshold, heartbeat_timeout=smoke.heartbeat_timeout,
         optional_components=tuple({*smoke.optional_components, "triggerer"}),
         manifest_dags=manifest.row_counts.get("dag"), backup_id=report.backup_id, canary=True,
         canary_dag=smoke.canary_dag, canary_connection=smoke.canary_connection,
         canary_variable=smoke.canary_variable, canary_timeout=smoke.canary_timeout, dsn=state["dsn"],
-        password=password, schema=manifest.postgres.get("schema") or "", connect_timeout=cfg.database.connect_timeout)
+        password=password, schema=manifest.postgres.schema_name, connect_timeout=cfg.database.connect_timeout)
     api = live.api()
     try:
         return run_smoke(api, options)
