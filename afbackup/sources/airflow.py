@@ -35,7 +35,8 @@ EXPORT_FILES = ("connections.json", "variables.json", "pools.json")
 EXPORT_TABLES = {"connections.json": "connection", "variables.json": "variable", "pools.json": "slot_pool"}
 
 
-AGENT_PARTS = ("airflow_agent_env.py", "airflow_agent.py")  # one program; the last part calls main()
+# One program, sent as one source: the last part calls main().
+AGENT_PARTS = ("airflow_agent_env.py", "airflow_agent_db.py", "airflow_agent.py")
 
 
 FUTURE = b"from __future__ import annotations\n"
