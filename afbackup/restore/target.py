@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from afbackup.errors import ConfigError, PreflightError, RestoreError
 from afbackup.procs import child_env, run_checked
+from afbackup.restore.pause import RECORD_SCHEMA
 from afbackup.sources.postgres import connect
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class TargetState:
     exists: bool
     schema_exists: bool
     tables: int  # tables in the Airflow schema
-    other_tables: int  # tables in other non-system schemas
+    other_tables: int  # tables in other non-system schemas (afbackup's own record schema not counted)
 
     @property
     def empty(self) -> bool:
@@ -67,7 +68,7 @@ def inspect_target(dsn: str, password: str | None, schema: str, timeout: float) 
             " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%' GROUP BY 1").fetchall()
     counts: dict[str, int] = dict(rows)
     return TargetState(dsn, dbname, describe_server(dsn), True, schema in counts, counts.get(schema, 0),
-                       sum(n for name, n in counts.items() if name != schema))
+                       sum(n for name, n in counts.items() if name not in (schema, RECORD_SCHEMA)))
 
 
 def prepare_target(state: TargetState, password: str | None, schema: str, timeout: float) -> bool:

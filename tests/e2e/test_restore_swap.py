@@ -285,3 +285,17 @@ def test_an_existing_empty_database_is_replaced_and_not_kept(env):
     # THEN it holds the backup, and the empty database it replaced is not kept
     assert json.loads(done.stdout)["previous_database"] is None and _afbackup_databases(env, target_db) == []
     assert table_digests(env, target_db)["variable"] == table_digests(env, source_db)["variable"]
+
+
+def test_a_second_clean_restore_into_a_restored_target_is_not_refused(env):
+    # GIVEN a target restored once: it holds afbackup's own record of the DAGs it paused (schema "afbackup")
+    _, path, _ = _backup(env)
+    target_db = env.unique("twice_")
+    first = _restore(env, path, target_db, "--yes")
+    assert first.returncode == 0, first.stderr
+    assert env.pg.execute(target_db, "SELECT to_regclass('afbackup.paused_by_restore') IS NOT NULL")[0][0]
+    # WHEN the incident goes on and the operator restores again, with --clean
+    again = _restore(env, path, target_db, "--clean", "--yes", "--drop-previous")
+    # THEN afbackup's own schema is not counted as a foreign table that the swap would lose: it succeeds
+    assert again.returncode == 0, again.stderr
+    assert _afbackup_databases(env, target_db) == []
