@@ -104,7 +104,12 @@ def storage_location(data: Mapping[str, Any]) -> tuple[str, str]:
 
 def check_prefixes(base: Mapping[str, Any], overlays: Mapping[str, dict[str, Any]], path: object) -> None:
     """Exit 3 when two deployments' storage prefixes are equal or nested (at the same endpoint)."""
-    located = {name: storage_location(merge(base, overlay)) for name, overlay in overlays.items()}
+    check_locations({name: storage_location(merge(base, overlay)) for name, overlay in overlays.items()},
+                    f"config file {path}")
+
+
+def check_locations(located: Mapping[str, tuple[str, str]], where: str) -> None:
+    """``located``: deployment -> (endpoint_url, url)."""
     names = sorted(located)
     for i, first in enumerate(names):
         for second in names[i + 1:]:
@@ -113,5 +118,5 @@ def check_prefixes(base: Mapping[str, Any], overlays: Mapping[str, dict[str, Any
                 continue
             if url1 == url2 or url2.startswith(url1 + "/") or url1.startswith(url2 + "/"):
                 raise ConfigError(
-                    f"config file {path}: deployments {first} ({url1}) and {second} ({url2}) share a storage prefix",
+                    f"{where}: deployments {first} ({url1}) and {second} ({url2}) share a storage prefix",
                     hint="give each deployment its own storage.url; neither may lie inside the other")

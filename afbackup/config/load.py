@@ -97,7 +97,11 @@ def load_fleet(path: str | os.PathLike | None = None,
         single = _settings(config_path, base, overlays, None, environ, {})
         return {single.config.backup.name: single}
     dep.check_prefixes(base, overlays, config_path)
-    return {name: _settings(config_path, base, overlays, name, environ, {}) for name in overlays}
+    fleet = {name: _settings(config_path, base, overlays, name, environ, {}) for name in overlays}
+    # an AFBACKUP_STORAGE_* variable applies to every deployment: it must not merge their prefixes
+    dep.check_locations({name: (s.config.storage.endpoint_url, s.config.storage.url) for name, s in fleet.items()},
+                        "with the AFBACKUP_* environment")
+    return fleet
 
 
 def select_fleet(fleet: Mapping[str, Settings], deployment: str | None) -> dict[str, Settings]:

@@ -62,6 +62,15 @@ def test_promtool_rule_unit_tests_pass():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_rules_and_their_tests_lint_clean():
+    from tests.deploy.test_manifests import DEPLOY, tool
+
+    yamllint = tool("yamllint")
+    result = subprocess.run([str(yamllint), "--strict", "-c", str(DEPLOY / ".yamllint.yaml"), str(RULES),
+                             str(RULE_TESTS)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def alerts() -> set[str]:
     return {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
 

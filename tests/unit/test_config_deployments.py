@@ -214,3 +214,11 @@ def test_a_command_without_selection_exits_3_listing_the_names(fleet_file, capsy
     monkeypatch.delenv("AFBACKUP_DEPLOYMENT", raising=False)
     assert run(["--config", str(fleet_file), "config", "show"]) == 3
     assert run(["--config", str(fleet_file), "list"]) == 3
+
+
+def test_an_environment_url_for_every_deployment_is_a_shared_prefix_for_the_fleet(fleet_file):
+    with pytest.raises(ConfigError, match="with the AFBACKUP_\\* environment: deployments team-a .* share"):
+        load_fleet(fleet_file, environ={"AFBACKUP_STORAGE_URL": "s3://one/prefix"})
+    # one selected deployment may still take its URL from the environment
+    assert load_settings(fleet_file, environ={"AFBACKUP_STORAGE_URL": "s3://one/prefix"},
+                         deployment="team-a").config.storage.url == "s3://one/prefix"
