@@ -79,6 +79,10 @@ def event(**fields: Any) -> dict[str, Any]:
     return {"event": fields}
 
 
+# Libraries whose loggers speak only with -vv (configure_logging).
+THIRD_PARTY_LOGGERS = ("gnupg", "botocore", "boto3", "s3transfer", "urllib3", "kubernetes")
+
+
 def configure_logging(verbosity: int = 0, log_format: str = "text", stream: TextIO | None = None) -> None:
     """Set up the root ``afbackup`` logger on stderr. ``verbosity``: -2..2 (-q/-v counts)."""
     level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(
@@ -96,5 +100,5 @@ def configure_logging(verbosity: int = 0, log_format: str = "text", stream: Text
     # Third-party loggers speak only when asked twice (-vv): python-gnupg logs
     # tracebacks of our own stream errors, boto logs request details.
     third_party = logging.DEBUG if verbosity >= 2 else logging.CRITICAL
-    for name in ("gnupg", "botocore", "boto3", "s3transfer", "urllib3", "kubernetes"):
+    for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(third_party)

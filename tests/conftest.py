@@ -14,6 +14,7 @@ import os
 
 import pytest
 
+from afbackup.log import THIRD_PARTY_LOGGERS
 from tests.harness import tier
 from tests.harness.env import Environment
 
@@ -60,13 +61,16 @@ def _hermetic(monkeypatch, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _afbackup_logger_restored():
-    """An in-process CLI run configures the ``afbackup`` logger (its own handler, no propagation); put it back
-    after each test, so a later test's ``caplog`` sees afbackup's records whatever ran before it."""
+def _afbackup_logger_reset():
+    """Every test starts with logging as an import leaves it: an in-process CLI run (in a test or in a module
+    fixture) gives the ``afbackup`` logger its own handler, no propagation, and silences third-party loggers,
+    which would hide later tests' records from ``caplog`` depending on the order tests run in."""
     logger = logging.getLogger("afbackup")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
+    logger.handlers[:], logger.propagate = [], True
+    logger.setLevel(logging.NOTSET)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
-    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture(scope="session")
