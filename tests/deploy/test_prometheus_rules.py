@@ -62,6 +62,7 @@ def test_promtool_rule_unit_tests_pass():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration  # yamllint from the tools venv
 def test_rules_and_their_tests_lint_clean():
     from tests.deploy.test_manifests import DEPLOY, tool
 
