@@ -24,9 +24,12 @@ from afbackup.pins import pin_backup, pin_key, unpin_backup
 from afbackup.prune import DELETE, KEEP, REPORT, deletion_order, execute_prune, plan_prune
 from afbackup.storage.base import DeleteFailure, Retention
 from afbackup.storage.local import LocalStore
+from tests.harness.clock import FakeClock
 from tests.harness.manifests import manifest_doc
 
 NOW = mf.utcnow().replace(microsecond=0)
+# The CLI runs on NOW too: a long suite must not age the locks and backups the tests made around NOW.
+CLOCK = FakeClock(NOW)
 DAY = dt.timedelta(days=1)
 POLICY = RetentionConfig(keep_last=2, min_keep=1)
 
@@ -304,16 +307,16 @@ def _config(tmp_path, retention: str = "keep_last = 2\nmin_keep = 1\n"):
 def test_prune_commands_exit_codes(store, tmp_path, capsys):
     complete = five_days(store)
     config = _config(tmp_path)
-    assert run(["--config", _config(tmp_path, ""), "prune"]) == 3
-    assert run(["--config", config, "prune", "--dry-run", "--confirm"]) == 2
+    assert run(["--config", _config(tmp_path, ""), "prune"], clock=CLOCK) == 3
+    assert run(["--config", config, "prune", "--dry-run", "--confirm"], clock=CLOCK) == 2
     before = keys(store)
     capsys.readouterr()
-    assert run(["--config", config, "prune"]) == 0
+    assert run(["--config", config, "prune"], clock=CLOCK) == 0
     out = capsys.readouterr().out
     assert keys(store) == before and "dry run: would delete 3 of 5 backups" in out
     assert f"{complete[4]}" in out and "not kept by any rule" in out
-    assert run(["--config", config, "pin", "no-such-backup"]) == 8
-    assert run(["--config", config, "prune", "--confirm", "--json"]) == 0
+    assert run(["--config", config, "pin", "no-such-backup"], clock=CLOCK) == 8
+    assert run(["--config", config, "prune", "--confirm", "--json"], clock=CLOCK) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["dry_run"] is False and doc["result"]["deleted"] == complete[:1:-1]
     assert store.head(WRITER_LOCK) is None  # the prune's own lock is released
@@ -322,16 +325,16 @@ def test_prune_commands_exit_codes(store, tmp_path, capsys):
 def test_break_lock_command(store, tmp_path, capsys):
     config = _config(tmp_path)
     _lock(store, NOW - dt.timedelta(minutes=1))
-    assert run(["--config", config, "break-lock"]) == 2
+    assert run(["--config", config, "break-lock"], clock=CLOCK) == 2
     captured = capsys.readouterr()
     assert "stale lock held by backup by node-7 pid 4242" in captured.out and store.head(WRITER_LOCK)
-    assert run(["--config", config, "break-lock", "--yes"]) == 0
+    assert run(["--config", config, "break-lock", "--yes"], clock=CLOCK) == 0
     captured = capsys.readouterr()
     assert "removed stale lock held by backup by node-7 pid 4242" in captured.err
     assert store.head(WRITER_LOCK) is None
     _lock(store, NOW + dt.timedelta(minutes=10))
-    assert run(["--config", config, "break-lock", "--yes"]) == 9
-    assert run(["--config", config, "prune", "--confirm"]) == 9
+    assert run(["--config", config, "break-lock", "--yes"], clock=CLOCK) == 9
+    assert run(["--config", config, "prune", "--confirm"], clock=CLOCK) == 9
 
 
 # --- small pieces ---------------------------------------------------------------------------------
