@@ -1,23 +1,28 @@
 """``afbackup restore``: the database and/or connections, variables and pools, right the first time.
 
 Order, and why:
-1. trust: resolve the backup, check the manifest's signature;
+1. the target's Airflow is asked (through the executor's agent) for its schema
+   revisions, Fernet key fingerprints and deployment facts: it takes seconds
+   to start, so this runs beside everything up to the first seconds of the load;
+   trust: resolve the backup, check the manifest's signature;
 2. preflight, before anything is downloaded or touched: pg_restore present and
    not older than the dump's pg_dump, target state (empty / non-empty needs
-   ``--clean``), the target Airflow's schema against the backup's revision;
+   ``--clean``), privileges, other sessions;
 3. ``--dry-run`` stops here and prints the plan; a destructive step asks for
    confirmation (or ``--yes``);
 4. download, decrypt and check everything (ciphertext SHA-256, gpg, every
    member) while spooling the dump to a private directory — the target has not
    been touched yet;
-5. quiesce the target (other sessions refused or ``--terminate-sessions``;
-   closed to new connections), then pg_restore (stops at the first error) into
-   a NEW staging database, where row counts and sequences are compared with
-   the manifest, the DAGs are paused and the in-flight work reconciled
-   (afbackup.restore.handover), ``--migrate`` and the Fernet repair run;
-   then the staging database is swapped in by rename (afbackup.restore.swap),
-   the previous one kept. Any failure or signal before the swap drops the
-   staging database and reopens the target: it is exactly as it was.
+5. close the target to new connections, create a NEW staging database and
+   start pg_restore into it (stops at the first error). Meanwhile the version
+   check and the deployment comparison are awaited: a refusal stops the load.
+   Only then are other sessions ended (``--terminate-sessions``). In the
+   staging database, row counts and sequences are compared with the manifest,
+   the DAGs are paused and the in-flight work reconciled
+   (afbackup.restore.handover), ``--migrate`` and the Fernet repair run; then
+   it is swapped in by rename (afbackup.restore.swap), the previous one kept.
+   Any failure or signal before the swap drops the staging database and
+   reopens the target: it is exactly as it was.
    With ``--only``, the imports and their checks.
 """
 
@@ -39,7 +44,14 @@ from afbackup.fernet_escrow import unseal
 from afbackup.manifest import Manifest
 from afbackup.progress import Progress
 from afbackup.restore import airflow_steps, handover, secrets_check, swap, target
-from afbackup.restore.plan import ALL_PARTS, RestoreContext, RestoreOptions, describe_plan, prepare_restore
+from afbackup.restore.plan import (
+    ALL_PARTS,
+    RestoreContext,
+    RestoreOptions,
+    describe_plan,
+    prepare_restore,
+    probe_target,
+)
 from afbackup.sinks import SpoolSink, private_dir
 from afbackup.sources.airflow import AirflowAgent
 from afbackup.spool import check_spool_space
@@ -93,11 +105,12 @@ def run_restore(settings: Settings, options: RestoreOptions, *, confirm: Callabl
     cfg = settings.config
     report = RestoreReport("", "", [])
     with report.timed("preflight"):
+        probe = probe_target(cfg, options)  # first: the target's Airflow answers while the rest goes on
         store, gpg = open_store(cfg.storage), Gpg(cfg.encryption)
         record = trusted_manifest(store, options.backup,
                                   Trust.from_config(cfg, source_deployment=options.source_deployment))
         manifest = record.complete_manifest
-        ctx = prepare_restore(cfg, manifest, options)
+        ctx = prepare_restore(cfg, manifest, options, probe)
     report.backup_id, report.target = manifest.backup_id, f"{ctx.state.dbname} on {ctx.state.server}"
     if options.dry_run:
         report.dry_run = True
@@ -145,10 +158,6 @@ def _run(ctx: RestoreContext, manifest: Manifest, store: ObjectStore, gpg: Gpg, 
         progress.close()
         if unseal(contents.members, gpg):  # the Fernet key sealed to encryption.fernet_recipients, in memory
             report.steps.append("decrypted the source Fernet key (sealed to encryption.fernet_recipients)")
-        with report.timed("airflow_version_check"):
-            ctx.schema_check()  # the target Airflow accepts this backup (checked while downloading)
-        if load is not None:
-            handover.record(ctx, report)  # and the target deployment can take it (exit 4 if not)
         report.steps.append(f"verified {manifest.archive.key}: {contents.dump_size} dump bytes, "
                             f"{len(contents.members)} members")
         if load is not None:
@@ -203,15 +212,26 @@ def _restore_database(ctx: RestoreContext, load: swap.AtomicLoad, dump: Path, sp
         toc = target.read_toc(ctx.pg_restore.path, dump)  # this pg_restore reads the dump: checked before any change
     with report.timed("quiesce"):
         load.begin(terminate=ctx.options.terminate_sessions)
-    report.terminated_sessions = [s.as_dict() for s in load.terminated]
-    if load.terminated:
-        report.steps.append(f"terminated {len(load.terminated)} session(s) on {load.target} (--terminate-sessions)")
     if load.state.exists:
         report.steps.append(f"closed {load.target} to new connections; created {load.staging}"
                             + (f" ({'; '.join(load.carried)})" if load.carried else ""))
-    with report.timed("pg_restore"):
-        target.load_dump(ctx.pg_restore.path, load.load_dsn, ctx.password, dump, toc, spool, schema,
-                         ctx.jobs, cfg.database.connect_timeout)
+    for statement in load.not_carried:
+        report.steps.append(f"NOT carried to the restored database (run it after the restore): {statement}")
+    with target.start_load(ctx.pg_restore.path, load.load_dsn, ctx.password, dump, toc, spool, schema,
+                           ctx.jobs, cfg.database.connect_timeout) as loading:
+        # While pg_restore loads the staging database: the gates that were started at preflight. A refusal
+        # stops the load and drops the staging database: the target is as it was, no session was ended.
+        with report.timed("airflow_version_check"):
+            ctx.schema_check()  # the target Airflow accepts this backup
+            handover.record(ctx, report)  # and the target deployment can take it (exit 4 if not)
+        with report.timed("quiesce"):
+            load.terminate()  # --terminate-sessions: only now that the restore goes ahead
+        report.terminated_sessions = [s.as_dict() for s in load.terminated]
+        if load.terminated:
+            report.steps.append(f"terminated {len(load.terminated)} session(s) on {load.target} "
+                                "(--terminate-sessions)")
+        loading.wait()
+    report.timings["pg_restore"] = round(loading.seconds, 3)  # from its start: overlaps the two steps above
     load.phase = "loaded"
     report.steps.append(f"pg_restore into {load.staging} ({ctx.jobs} job(s))")
     with report.timed("checks"):

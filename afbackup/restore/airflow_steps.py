@@ -58,30 +58,43 @@ def _call(agent: AirflowAgent, target: AirflowTarget, ops: list[dict], stage: st
 
 
 @dataclasses.dataclass(frozen=True)
+class TargetAirflow:
+    """What the target's Airflow told the agent: its alembic head and revisions, Fernet key fingerprints, and
+    its side of restore/environment_check.py. Gathered as soon as a restore starts (Airflow takes seconds to
+    start), before the backup is even chosen: ``check_schema`` decides."""
+
+    head: str
+    revisions: frozenset[str]
+    fingerprints: tuple[str, ...]  # of the target's Fernet keys (sha256[:16])
+    environment: dict[str, Any]
+
+
+def inspect_airflow(agent: AirflowAgent, target: AirflowTarget) -> TargetAirflow:
+    info, environment = _call(agent, target, [{"op": "schema"}, {"op": "environment"}], "airflow version check")
+    return TargetAirflow(info["head"], frozenset(info["revisions"]), tuple(info.get("fernet_fingerprints", ())),
+                         environment)
+
+
+@dataclasses.dataclass(frozen=True)
 class SchemaCheck:
     action: str  # same | migrate | unchecked
     target_fingerprints: tuple[str, ...] = ()  # of the target's Fernet keys (sha256[:16])
     environment: dict[str, Any] | None = None  # the target's side of restore/environment_check.py
 
 
-def check_schema(agent: AirflowAgent, target: AirflowTarget, revision: str, *, migrate: bool,
-                 fab_revision: str = "") -> SchemaCheck:
+def check_schema(target: TargetAirflow, revision: str, *, migrate: bool) -> SchemaCheck:
     """Compare the backup's alembic revision with the target Airflow's: 'same' or 'migrate', else refuse."""
-    info, environment = _call(agent, target, [{"op": "schema", "revision": revision},
-                                              {"op": "environment", "fab_revision": fab_revision}],
-                              "airflow version check")
-    fingerprints = tuple(info.get("fernet_fingerprints", ()))
-    if info["head"] == revision:
-        return SchemaCheck("same", fingerprints, environment)
-    if info["known"]:
+    if target.head == revision:
+        return SchemaCheck("same", target.fingerprints, target.environment)
+    if revision in target.revisions:
         if not migrate:
             raise PreflightError(
                 f"the backup's Airflow schema (revision {revision}) is older than the target Airflow's "
-                f"({info['head']})", hint="re-run with --migrate to run `airflow db migrate` after the restore")
-        return SchemaCheck("migrate", fingerprints, environment)
+                f"({target.head})", hint="re-run with --migrate to run `airflow db migrate` after the restore")
+        return SchemaCheck("migrate", target.fingerprints, target.environment)
     raise PreflightError(
         f"the backup is from a newer Airflow (schema revision {revision}) than the target's (head "
-        f"{info['head']})", hint="install the Airflow version of the backup (see `afbackup show`) on the target")
+        f"{target.head})", hint="install the Airflow version of the backup (see `afbackup show`) on the target")
 
 
 def migrate(agent: AirflowAgent, target: AirflowTarget, argv: tuple[str, ...] = ("db", "migrate")) -> None:

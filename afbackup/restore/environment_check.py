@@ -78,7 +78,7 @@ def _fab(revision: str | None, fab: Mapping[str, Any] | None, migrate: bool, err
         return "none"
     if fab["head"] == revision:
         return "same"
-    if not fab["known"]:
+    if revision not in fab.get("revisions", ()):
         errors.append(f"the backup's FAB schema (alembic_version_fab {revision}) is newer than the target's FAB "
                       f"provider (head {fab['head']}): install the FAB provider version of the backup")
         return "none"

@@ -38,6 +38,31 @@ class RestoreOptions:
     drop_previous: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class TargetProbe:
+    """The target's Airflow, asked through the executor's agent the moment a restore starts (its start-up takes
+    seconds: the answer comes while the backup is checked, downloaded and the load begins)."""
+
+    agent: AirflowAgent | None
+    where: airflow_steps.AirflowTarget
+    answer: concurrent.futures.Future[airflow_steps.TargetAirflow] | None
+
+
+def probe_target(cfg: Config, options: RestoreOptions) -> TargetProbe:
+    if not options.target_dsn:
+        raise UsageError("--target-dsn is required: the database to restore into")
+    agent = _agent(cfg, options)
+    where = airflow_steps.airflow_target(options.target_dsn, target_password(cfg), cfg.restore.airflow_db)
+    if agent is None or "db" not in options.parts:
+        if "db" in options.parts:
+            logger.warning("no executor configured: the target's Airflow version is not checked; run "
+                           "`airflow db check-migrations` before starting Airflow on the restored database")
+        return TargetProbe(agent, where, None)
+    answer = concurrent.futures.ThreadPoolExecutor(1, "target-airflow").submit(
+        airflow_steps.inspect_airflow, agent, where)
+    return TargetProbe(agent, where, answer)
+
+
 @dataclasses.dataclass
 class RestoreContext:
     cfg: Config
@@ -46,16 +71,25 @@ class RestoreContext:
     password: str | None = dataclasses.field(repr=False)
     state: target.TargetState
     pg_restore: ToolVersion | None
-    agent: AirflowAgent | None
-    airflow: airflow_steps.AirflowTarget
-    schema: concurrent.futures.Future[airflow_steps.SchemaCheck] | None  # running beside the download
+    probe: TargetProbe
     jobs: int
     destructive: str  # the confirmation question, "" when nothing is destroyed
     sessions: list[quiesce.Session] = dataclasses.field(default_factory=list)  # others on the target at preflight
 
+    @property
+    def agent(self) -> AirflowAgent | None:
+        return self.probe.agent
+
+    @property
+    def airflow(self) -> airflow_steps.AirflowTarget:
+        return self.probe.where
+
     def schema_check(self) -> airflow_steps.SchemaCheck:
-        """Wait for the version check (raises PreflightError when the backup cannot go into this Airflow)."""
-        return self.schema.result() if self.schema else airflow_steps.SchemaCheck("unchecked")
+        """Wait for the target's Airflow; raise PreflightError when the backup cannot go into it."""
+        if self.probe.answer is None:
+            return airflow_steps.SchemaCheck("unchecked")
+        return airflow_steps.check_schema(self.probe.answer.result(), self.manifest.airflow.schema_revision,
+                                          migrate=self.options.migrate)
 
     @property
     def schema_action(self) -> str:
@@ -72,9 +106,7 @@ def parse_parts(text: str | None) -> frozenset[str]:
     return parts
 
 
-def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions) -> RestoreContext:
-    if not options.target_dsn:
-        raise UsageError("--target-dsn is required: the database to restore into")
+def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions, probe: TargetProbe) -> RestoreContext:
     if manifest.exports is None and options.parts - {"db"}:
         if "db" not in options.parts:
             raise UsageError(f"backup {manifest.backup_id} has no connection/variable/pool exports (it was made "
@@ -85,21 +117,8 @@ def prepare_restore(cfg: Config, manifest: mf.Manifest, options: RestoreOptions)
     pg_restore = _pg_restore(cfg, manifest) if "db" in options.parts else None
     destructive = _destructive(state, options) if "db" in options.parts else ""
     sessions = _preflight_target(cfg, state, password, options) if "db" in options.parts else []
-    agent = _agent(cfg, options)
-    where = airflow_steps.airflow_target(options.target_dsn, password, cfg.restore.airflow_db)
-    schema_check: concurrent.futures.Future[airflow_steps.SchemaCheck] | None = None
-    if agent is not None and "db" in options.parts:
-        # Airflow's start-up takes seconds: the check runs while the archive downloads, and is
-        # awaited before the target is touched.
-        schema_check = concurrent.futures.ThreadPoolExecutor(1, "schema-check").submit(
-            airflow_steps.check_schema, agent, where, manifest.airflow.schema_revision,
-            migrate=options.migrate, fab_revision=manifest.airflow.fab_revision or "")
-    elif "db" in options.parts:
-        logger.warning("no executor configured: the target's Airflow version is not checked; run "
-                       "`airflow db check-migrations` before starting Airflow on the restored database")
     jobs = options.jobs or cfg.restore.jobs
-    return RestoreContext(cfg, manifest, options, password, state, pg_restore, agent, where, schema_check, jobs,
-                          destructive, sessions)
+    return RestoreContext(cfg, manifest, options, password, state, pg_restore, probe, jobs, destructive, sessions)
 
 
 def _preflight_target(cfg: Config, state: target.TargetState, password: str | None,

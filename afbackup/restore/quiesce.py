@@ -3,7 +3,9 @@
 Before anything is written, the other sessions on the target are listed from
 ``pg_stat_activity`` (application, client, user, state and since when). With
 any, restore refuses (exit 4) and names them; ``--terminate-sessions`` ends
-them with ``pg_terminate_backend``. While the restore runs, the target is
+them with ``pg_terminate_backend``, once the version check has passed (the
+load has started by then; a refusal must not have ended anybody's session
+for nothing). While the restore runs, the target is
 closed to new connections with ``ALTER DATABASE … WITH ALLOW_CONNECTIONS
 false``: it refuses every role, superusers included, unlike ``REVOKE CONNECT``
 (which the owner and superusers bypass) or ``CONNECTION LIMIT`` (which
@@ -101,26 +103,28 @@ def set_connections(conn: psycopg.Connection, dbname: str, allow: bool) -> None:
         sql.Identifier(dbname), sql.SQL("true" if allow else "false")))
 
 
-def quiesce(conn: psycopg.Connection, dbname: str, *, terminate: bool, wait: float) -> list[Session]:
-    """Close ``dbname`` to new connections, then refuse or terminate the sessions still on it.
+def close(conn: psycopg.Connection, dbname: str, *, terminate: bool) -> list[Session]:
+    """Close ``dbname`` to new connections; refuse (exit 4) if others are on it, unless ``terminate``.
 
-    Returns the sessions terminated. On any failure the database is opened again.
+    Returns the sessions still on it, which ``--terminate-sessions`` ends once the restore is known to go
+    ahead (``terminate_sessions``): closing is undone by opening again, a terminated session is not.
+    On any failure the database is opened again.
     """
     set_connections(conn, dbname, False)
     logger.info("closed %s to new connections for the restore", dbname)
     try:
-        sessions = other_sessions(conn, dbname)
+        sessions = other_sessions(conn, dbname, settle=0 if terminate else 1.0)
         if not terminate:
             refuse_if_busy(sessions, dbname)
-        if sessions:
-            terminate_sessions(conn, dbname, sessions, wait)
         return sessions
     except BaseException:
         set_connections(conn, dbname, True)
         raise
 
 
-def terminate_sessions(conn: psycopg.Connection, dbname: str, sessions: list[Session], wait: float) -> None:
+def terminate_sessions(conn: psycopg.Connection, dbname: str, wait: float) -> list[Session]:
+    """End every other session on ``dbname`` (closed: no new ones come); return those that were ended."""
+    sessions = other_sessions(conn, dbname, settle=0)
     for session in sessions:
         logger.warning("terminating session on %s (--terminate-sessions): %s", dbname, session.describe())
         try:
@@ -131,12 +135,13 @@ def terminate_sessions(conn: psycopg.Connection, dbname: str, sessions: list[Ses
                 hint="grant the restore role pg_signal_backend (or membership in the session's role), or stop "
                      "that client yourself; nothing was changed") from None
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    while sessions and time.monotonic() < deadline:
         if not other_sessions(conn, dbname, settle=0):
-            return
+            return sessions
         time.sleep(0.2)
     left = other_sessions(conn, dbname, settle=0)
     if left:
         raise PreflightError(f"{len(left)} session(s) on {dbname} did not end within {wait:.0f}s: "
                              + "; ".join(s.describe() for s in left[:5]),
                              hint="stop those clients and re-run; nothing was changed")
+    return sessions

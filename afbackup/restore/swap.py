@@ -1,8 +1,8 @@
 """Atomic database restore: load into a new database, check it there, then swap it in by rename.
 
 The dump is loaded into ``<target>__afbackup_restore_<UTC stamp>`` (the
-staging database), created from ``template0`` with the target's owner,
-encoding, locale and database privileges. Every check runs there. Only then,
+staging database), created like the target (afbackup.restore.staging: owner,
+encoding, locale, privileges, settings). Every check runs there. Only then,
 in ONE transaction, ``<target>`` is renamed to ``<target>__afbackup_previous_
 <stamp>`` and the staging database to ``<target>`` (a missing target: the
 staging database is just renamed). The previous database is kept (open again
@@ -28,14 +28,13 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from afbackup.errors import PreflightError, RestoreError
-from afbackup.restore import quiesce
+from afbackup.restore import quiesce, staging
 from afbackup.restore.target import TargetState, maintenance_dsn
 from afbackup.sources.postgres import one_row
 
@@ -101,9 +100,11 @@ class AtomicLoad:
     timeout: float
     lock_timeout: float
     stamp: str = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S"))
-    phase: str = "untouched"  # untouched | loading | loaded | swapped | done | rolled back
+    phase: str = "untouched"  # untouched | closed | loading | loaded | swapped | done | rolled back
+    sessions: list[quiesce.Session] = dataclasses.field(default_factory=list)  # on the target when it was closed
     terminated: list[quiesce.Session] = dataclasses.field(default_factory=list)
-    carried: list[str] = dataclasses.field(default_factory=list)
+    carried: list[str] = dataclasses.field(default_factory=list)  # what the staging database took from the target
+    not_carried: list[str] = dataclasses.field(default_factory=list)  # settings to set by hand (statement, reason)
     written: int | None = None  # tables found in the staging database when it was dropped (None: unknown)
     comment: str | None = None  # the target's own database comment, carried over to the restored database
 
@@ -129,7 +130,8 @@ class AtomicLoad:
                                       self.lock_timeout)
 
     def begin(self, *, terminate: bool) -> None:
-        """Close the target to new connections (refusing or terminating other sessions); create the staging DB."""
+        """Close the target to new connections (refusing other sessions unless ``terminate``); create the staging
+        database. Sessions to terminate are left to ``terminate()``, once the restore is known to go ahead."""
         try:
             self._begin(terminate)
         except psycopg.Error as exc:
@@ -139,12 +141,26 @@ class AtomicLoad:
     def _begin(self, terminate: bool) -> None:
         with self._conn() as conn:
             if self.state.exists:
-                self.terminated = quiesce.quiesce(conn, self.target, terminate=terminate, wait=self.lock_timeout)
+                with signals_deferred():
+                    self.sessions = quiesce.close(conn, self.target, terminate=terminate)
+                    self.phase = "closed"  # from here on, rollback() opens the target again
                 self.comment = one_row(conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database"
-                                            " WHERE datname = %s", (self.target,)))[0]
+                                                    " WHERE datname = %s", (self.target,)))[0]
             with signals_deferred():
                 self.phase = "loading"  # from here on, rollback() drops the staging database and reopens the target
-                self.carried = _create_staging(conn, self.state, self.staging)
+                self.carried, self.not_carried = staging.create_like(conn, self.state, self.staging)
+                _comment(conn, self.staging, f"{COMMENT_PREFIX}staging:{self.target}")
+        logger.info("created staging database %s", self.staging)
+
+    def terminate(self) -> None:
+        """``--terminate-sessions``: end the sessions ``begin`` found on the (closed) target."""
+        if not self.sessions:
+            return
+        try:
+            with self._conn() as conn:
+                self.terminated = quiesce.terminate_sessions(conn, self.target, self.lock_timeout)
+        except psycopg.Error as exc:
+            raise PreflightError(f"cannot end the sessions on {self.target}: {_first_line(exc)}") from None
 
     def commit(self) -> None:
         """The swap: one transaction renames the target away and the staging database to the target's name."""
@@ -182,6 +198,8 @@ class AtomicLoad:
                 if self.state.exists:
                     _rename(conn, self.previous, self.target)
                     _comment(conn, self.target, self.comment)
+            elif self.phase == "closed":
+                quiesce.set_connections(conn, self.target, True)
             else:
                 self.written = self._tables_written()
                 _drop(conn, self.staging, force=True)
@@ -214,6 +232,8 @@ class AtomicLoad:
             return f"{self.target} is untouched" if self.state.exists else f"{self.target} was not created"
         live = (f"{self.target} is untouched (closed to new connections during the restore, open again)"
                 if self.state.exists else f"{self.target} was not created")
+        if failed_phase == "closed":
+            return live
         if failed_phase == "loading" and self.written == 0:
             return f"{live}; nothing was written: the empty {self.staging} was dropped"
         if failed_phase == "loading":
@@ -232,49 +252,6 @@ def _lock_hint(exc: psycopg.Error, lock_timeout: float) -> str:
         return (f"another session held a lock on it for longer than restore.lock_timeout ({lock_timeout:g}s): "
                 "find it in pg_locks / pg_stat_activity, end it, and re-run")
     return ""
-
-
-def _create_staging(conn: psycopg.Connection, state: TargetState, name: str) -> list[str]:
-    """CREATE DATABASE from template0 with the target's owner, encoding, locale and privileges."""
-    parts = [sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))]
-    carried: list[str] = []
-    facts: dict[str, Any] = {}
-    if state.exists:
-        facts = one_row(conn.execute("SELECT to_jsonb(d) || jsonb_build_object('owner', pg_get_userbyid(datdba),"
-                             " 'enc', pg_encoding_to_char(encoding)) FROM pg_database d WHERE datname = %s",
-                             (state.dbname,)))[0]
-        parts += [sql.SQL("OWNER {}").format(sql.Identifier(facts["owner"])),
-                  sql.SQL("ENCODING {}").format(sql.Literal(facts["enc"])),
-                  sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(facts["datcollate"]),
-                                                             sql.Literal(facts["datctype"]))]
-        provider, locale = facts.get("datlocprovider", "c"), facts.get("datlocale") or facts.get("daticulocale")
-        if provider == "i":
-            parts.append(sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(locale)))
-        elif provider == "b":
-            parts.append(sql.SQL("LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(locale)))
-        carried.append(f"owner {facts['owner']}, encoding {facts['enc']}, locale {facts['datcollate']}")
-    conn.execute(sql.SQL(" ").join(parts))
-    logger.info("created staging database %s", name)
-    _comment(conn, name, f"{COMMENT_PREFIX}staging:{state.dbname}")
-    if state.exists:
-        carried += _copy_privileges(conn, state.dbname, name)
-    return carried
-
-
-def _copy_privileges(conn: psycopg.Connection, source: str, dest: str) -> list[str]:
-    grants = conn.execute(
-        "SELECT coalesce(pg_get_userbyid(NULLIF(a.grantee, 0)), ''), a.privilege_type, a.is_grantable"
-        " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s AND a.grantee <> d.datdba",
-        (source,)).fetchall()
-    explicit = one_row(conn.execute("SELECT datacl IS NOT NULL FROM pg_database WHERE datname = %s", (source,)))[0]
-    if not explicit:
-        return []
-    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dest)))
-    for grantee, privilege, grantable in grants:
-        conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-            sql.SQL(privilege), sql.Identifier(dest), sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
-            sql.SQL(" WITH GRANT OPTION" if grantable else "")))
-    return [f"{len(grants)} database privilege grant(s)"]
 
 
 def _rename(conn: psycopg.Connection, old: str, new: str) -> None:

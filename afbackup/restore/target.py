@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from psycopg import sql
@@ -110,28 +111,55 @@ def write_toc(toc: str, schema: str, skip_schema: bool, path: Path) -> Path:
     return path
 
 
-def run_pg_restore(pg_restore: str, dsn: str, password: str | None, dump: Path, toc: Path, jobs: int) -> None:
+class Loading:
+    """pg_restore running in the background (so the restore can check other things meanwhile).
+
+    ``wait()`` raises RestoreError when it failed; leaving the ``with`` block before it
+    finished (an error or a signal elsewhere) stops it: SIGTERM, then SIGKILL.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], stderr: Path) -> None:
+        self.stderr = stderr
+        self.started = time.monotonic()
+        self.seconds = 0.0
+        with stderr.open("wb") as sink:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink,
+                                         env=env)
+
+    def wait(self) -> None:
+        returncode = self.proc.wait()
+        self.seconds = time.monotonic() - self.started
+        if returncode != 0:
+            tail = self.stderr.read_bytes().decode("utf-8", "replace").strip()[-600:]
+            raise RestoreError(f"pg_restore exited with {returncode}: {tail}", stage="pg_restore")
+
+    def __enter__(self) -> Loading:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_load(pg_restore: str, dsn: str, password: str | None, dump: Path, toc: str, workdir: Path,
+               schema: str, jobs: int, timeout: float) -> Loading:
+    """Start pg_restore of the whole dump (``toc`` from ``read_toc``) into ``dsn``, skipping CREATE SCHEMA if it
+    exists there. ``--single-transaction`` when ``jobs == 1``, else ``--jobs``."""
+    listing = write_toc(toc, schema, schema_exists(dsn, password, schema, timeout), workdir / "restore.list")
     argv = [pg_restore, f"--dbname={dsn}", "--no-owner", "--no-acl", "--exit-on-error", "--no-password",
-            f"--use-list={toc}"]
+            f"--use-list={listing}"]
     argv += ["--single-transaction"] if jobs <= 1 else [f"--jobs={jobs}"]
     env = child_env({"PGPASSWORD": password} if password else {})
-    done = subprocess.run(argv + [str(dump)], capture_output=True, env=env)
-    if done.returncode != 0:
-        tail = done.stderr.decode("utf-8", "replace").strip()[-600:]
-        raise RestoreError(f"pg_restore exited with {done.returncode}: {tail}", stage="pg_restore")
+    return Loading(argv + [str(dump)], env, workdir / "pg_restore.stderr")
 
 
 def load_dump(pg_restore: str, dsn: str, password: str | None, dump: Path, toc: str, workdir: Path,
               schema: str, jobs: int, timeout: float) -> None:
-    """pg_restore the whole dump (``toc`` from ``read_toc``) into ``dsn``, skipping CREATE SCHEMA if it exists."""
-    exists = schema_exists(dsn, password, schema, timeout)
-    run_pg_restore(pg_restore, dsn, password, dump, write_toc(toc, schema, exists, workdir / "restore.list"), jobs)
-
-
-def pause_dags(dsn: str, password: str | None, schema: str, timeout: float) -> list[str]:
-    """Pause every DAG; return the ids that were active (so the operator can unpause them deliberately)."""
-    with connect(dsn, password, timeout) as conn:
-        rows = conn.execute(sql.SQL("UPDATE {}.dag SET is_paused = true WHERE NOT is_paused RETURNING dag_id")
-                            .format(sql.Identifier(schema))).fetchall()
-    return sorted(row[0] for row in rows)
-
+    """pg_restore the whole dump into ``dsn`` and wait for it (``start_load`` runs it in the background)."""
+    with start_load(pg_restore, dsn, password, dump, toc, workdir, schema, jobs, timeout) as loading:
+        loading.wait()

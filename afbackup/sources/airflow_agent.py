@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING or __name__ != "__main__":
     from afbackup.sources.airflow_agent_db import _point_at, _read_in_snapshot
     from afbackup.sources.airflow_agent_env import (
+        _alembic_revisions,
         _environment_or_error,
         _read_triggers,
         _trigger_digests,
@@ -203,16 +204,10 @@ def _fernet_keys() -> list[str]:
 
 
 def op_schema(request: dict[str, Any]) -> dict[str, Any]:
-    """The alembic head this Airflow ships, and whether it knows ``revision`` (older) or not (newer)."""
+    """The alembic head this Airflow ships, every revision it knows, and its Fernet keys' fingerprints."""
     from airflow.utils import db
 
-    script = db._get_script_object()
-    revision = request.get("revision") or ""
-    try:
-        known = bool(revision) and script.get_revision(revision) is not None
-    except Exception:
-        known = False
-    return {"head": script.get_current_head(), "known": known,
+    return {**_alembic_revisions(db._get_script_object()),
             "fernet_fingerprints": [hashlib.sha256(key.encode()).hexdigest()[:16] for key in _fernet_keys()]}
 
 

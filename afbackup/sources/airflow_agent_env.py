@@ -55,8 +55,13 @@ def _jwt_configured(conf: Any) -> bool:
     return bool(value) and value != default
 
 
-def _fab_revision(revision: str) -> dict[str, Any] | None:
-    """The FAB provider's migration head and whether it knows ``revision`` (None: no FAB provider here).
+def _alembic_revisions(script: Any) -> dict[str, Any]:
+    """An alembic script directory's head and every revision it knows (the caller decides what they mean)."""
+    return {"head": script.get_current_head(), "revisions": sorted(rev.revision for rev in script.walk_revisions())}
+
+
+def _fab_schema() -> dict[str, Any] | None:
+    """The FAB provider's migration head and revisions (None: no FAB provider here).
 
     A FAB provider without its own migrations (Airflow 2: core migrates the ab_* tables) has head None.
     """
@@ -67,22 +72,17 @@ def _fab_revision(revision: str) -> dict[str, Any] | None:
     try:
         from airflow.providers.fab.auth_manager.models.db import FABDBManager
     except Exception:
-        return {"head": None, "known": False}
+        return {"head": None, "revisions": []}
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory(FABDBManager.migration_dir)
-    try:
-        known = bool(revision) and script.get_revision(revision) is not None
-    except Exception:
-        known = False
-    return {"head": script.get_current_head(), "known": known}
+    return _alembic_revisions(ScriptDirectory(FABDBManager.migration_dir))
 
 
 def op_environment(request: dict[str, Any]) -> dict[str, Any]:
-    """The target's side of the comparison: environment, plus the FAB schema guard for the backup's revision."""
+    """The target's side of the comparison: environment, plus its FAB schema (head and revisions)."""
     env = _environment_or_error()
     if "error" not in env:
-        env["fab"] = _fab_revision(request.get("fab_revision") or "")
+        env["fab"] = _fab_schema()
     return env
 
 

@@ -299,3 +299,65 @@ def test_a_second_clean_restore_into_a_restored_target_is_not_refused(env):
     # THEN afbackup's own schema is not counted as a foreign table that the swap would lose: it succeeds
     assert again.returncode == 0, again.stderr
     assert _afbackup_databases(env, target_db) == []
+
+
+def _database_settings(env, db: str) -> list[tuple]:
+    return env.pg.execute("postgres", "SELECT coalesce(pg_get_userbyid(NULLIF(s.setrole, 0)), ''), s.setconfig"
+                                      " FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+                                      " WHERE d.datname = %s ORDER BY 1", (db,))
+
+
+def _database_facts(env, db: str) -> tuple:
+    return env.pg.execute("postgres", "SELECT datconnlimit, pg_get_userbyid(datdba),"
+                                      " (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(datacl) a)"
+                                      " FROM pg_database WHERE datname = %s", (db,))[0]
+
+
+def test_the_restored_database_keeps_the_targets_settings_grants_and_connection_limit(env):
+    # GIVEN a live target with database settings (a search_path with a quoted element), a role's setting in it,
+    # a connection limit and its own grants: what a fresh database would silently lose
+    source_db, path, _ = _backup(env)
+    target_db, _ = _live_target(env)
+    reader = env.unique("reader_")
+    env.pg.create_role(reader)
+    for statement in (f"""ALTER DATABASE "{target_db}" SET search_path TO "$user", public, 'Odd, Name'""",
+                      f"ALTER DATABASE \"{target_db}\" SET statement_timeout TO '5min'",
+                      f"ALTER ROLE \"{reader}\" IN DATABASE \"{target_db}\" SET work_mem TO '8MB'",
+                      f'ALTER DATABASE "{target_db}" CONNECTION LIMIT 40',
+                      f'REVOKE ALL ON DATABASE "{target_db}" FROM PUBLIC',
+                      f'GRANT CONNECT ON DATABASE "{target_db}" TO "{reader}"'):
+        env.pg.execute("postgres", statement)
+    settings, facts = _database_settings(env, target_db), _database_facts(env, target_db)
+    # WHEN it is restored over with --clean
+    done = _restore(env, path, target_db, "--clean", "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # THEN the restored database has the same settings, limit and grants (and holds the backup)
+    assert _database_settings(env, target_db) == settings and _database_facts(env, target_db) == facts
+    assert table_digests(env, target_db)["variable"] == table_digests(env, source_db)["variable"]
+    assert not any(step.startswith("NOT carried") for step in report["steps"])
+    assert any("3 database setting(s)" in step for step in report["steps"]), report["steps"]
+    # AND the search_path works as it did: a session of the reader role sees the restored tables
+    with psycopg.connect(env.pg.dsn(target_db, user=reader)) as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public, "Odd, Name"',)
+        assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)
+
+
+def test_a_setting_the_restore_role_may_not_set_is_reported_with_the_statement_to_run(env):
+    # GIVEN a live target owned by a non-superuser restore role, with a superuser-only setting on it
+    _, path, _ = _backup(env)
+    target_db, _ = _live_target(env)
+    owner = env.unique("owner_")
+    env.pg.create_role(owner)
+    env.pg.execute("postgres", f'ALTER ROLE "{owner}" CREATEDB')
+    env.pg.execute("postgres", f'ALTER DATABASE "{target_db}" OWNER TO "{owner}"')
+    env.pg.execute("postgres", f"ALTER DATABASE \"{target_db}\" SET log_statement TO 'ddl'")
+    env.pg.execute("postgres", f"ALTER DATABASE \"{target_db}\" SET statement_timeout TO '5min'")
+    # WHEN that role restores over it
+    done = _restore(env, path, target_db, "--clean", "--yes", "--json", dsn=env.pg.dsn(target_db, user=owner))
+    # THEN the restore succeeds, carries what it may, and names the exact statement an operator must run
+    assert done.returncode == 0, done.stderr
+    statement = f"ALTER DATABASE \"{target_db}\" SET \"log_statement\" TO 'ddl'"
+    assert statement in done.stderr
+    assert any(step.startswith("NOT carried") and statement in step for step in json.loads(done.stdout)["steps"])
+    assert _database_settings(env, target_db) == [("", ["statement_timeout=5min"])]

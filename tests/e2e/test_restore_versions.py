@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
@@ -35,7 +36,28 @@ def test_a_backup_from_a_newer_airflow_is_refused_before_anything_is_touched(env
     done = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target_db), airflow=target)
     assert done.returncode == 4, done.stderr
     assert "newer Airflow" in done.stderr
-    assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", (target_db,)) == []
+    assert env.pg.execute("postgres", "SELECT 1 FROM pg_database WHERE datname LIKE %s", (f"{target_db}%",)) == []
+
+
+def test_a_refused_restore_into_a_live_target_ends_no_session_and_leaves_it_as_it_was(env):
+    # GIVEN a backup of Airflow 3, and a live Airflow 2 deployment whose "scheduler" holds a transaction open
+    source, cfg = _backup(env, "3")
+    target, target_db, path = _deployment(env, "2", source, cfg)
+    env.pg.create_database(target_db)
+    env.pg.execute(target_db, "CREATE TABLE dag (dag_id text PRIMARY KEY); INSERT INTO dag VALUES ('live')")
+    with psycopg.connect(env.pg.dsn(target_db), application_name="airflow-scheduler-e2e") as client:
+        client.execute("SELECT count(*) FROM dag").fetchone()
+        # WHEN a --clean restore that may end sessions runs (the version check finishes during the load)
+        done = env.afbackup(path, "restore", "--target-dsn", env.pg.dsn(target_db), "--clean", "--yes",
+                            "--terminate-sessions", "--json", airflow=target)
+        # THEN it is refused (exit 4), saying the target is untouched
+        assert done.returncode == 4, done.stderr
+        assert "newer Airflow" in done.stderr and f"{target_db} is untouched" in done.stderr
+        # AND the scheduler's session was not ended: refused restores end nobody's session
+        assert client.execute("SELECT dag_id FROM dag").fetchall() == [("live",)]
+    # AND the target is open again, as it was, and nothing afbackup created is left
+    assert env.pg.execute("postgres", "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE %s",
+                          (f"{target_db}%",)) == [(target_db, True)]
 
 
 def test_an_older_backup_needs_migrate_and_then_works_on_the_newer_airflow(env):

@@ -11,11 +11,11 @@ SOURCE = {"auth_manager": "x.FabAuthManager", "providers": {"apache-airflow-prov
           "connection_types": {"http": 2, "snowflake": 1}, "bundles": ["dags-folder", "team"]}
 TARGET = {"auth_manager": "x.FabAuthManager", "providers": {"apache-airflow-providers-http": "5"},
           "connection_types": ["http"], "bundles": ["dags-folder"], "jwt_secret_set": True,
-          "fab": {"head": "bbb", "known": True}}
+          "fab": {"head": "bbb", "revisions": ["aaa", "bbb"]}}
 
 
 def test_a_newer_fab_schema_is_an_error():
-    check = compare_environment(SOURCE, "zzz", dict(TARGET, fab={"head": "bbb", "known": False}), migrate=True)
+    check = compare_environment(SOURCE, "zzz", TARGET, migrate=True)
     assert "newer" in check.errors[0]
     with pytest.raises(PreflightError):
         check.raise_errors()
