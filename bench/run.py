@@ -3,8 +3,8 @@
 It also runs ``drill --live`` on the bench database and reports both RTOs: to a restored database and to
 the first successful task (the canary's, on an Airflow started on the restored database).
 
-Short measurements (the pg_dump floor, afbackup backup, the raw download, verify)
-are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its
+Short measurements (the pg_dump floor, afbackup backup, the raw download, verify, and the restores with their
+floor: bench/restore.py) are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its
 whole process tree) and archive size, the ratios, and whether each target of issue #2 is
 met; then repeats afbackup on a database three times larger to show that its
 memory stays flat. Results also go to bench/results/<timestamp>.json.
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from afbackup.config.units import parse_size
+from bench import restore as restore_bench
 from bench import scenarios
 from bench.airflow_data import populate
 from tests.harness.airflow_env import AIRFLOW_VERSIONS, AirflowInstance
@@ -105,22 +106,11 @@ def run(size: int, triple: bool, only: str = "all") -> dict:
 
 def _restore_bench(env: Environment, airflow: AirflowInstance, db: str, bucket: str, backup: dict, awscli: str,
                    scope_flags: list[str], *, full: bool = True) -> dict:
-    """Restore: the pg_restore -j2 floor vs afbackup restore (into a new database, then --clean over it: the
-    quiesce and swap); verify vs raw download+decrypt+decompress (skipped with ``--case restore``)."""
-    operator = env.write_config(env.config(db, airflow=airflow, bucket=bucket, sign=False), "bench-restore.toml")
-    floor = scenarios.pg_restore_floor(env, db, scope_flags, env.workdir)
-    restore = [operator, "restore", backup["backup_id"], "--target-dsn", env.pg.dsn("afbackup_restore"), "--jobs",
-               "2", "--json"]
-    ours = scenarios.afbackup(env, airflow, *restore, name="afbackup restore")
-    clean = scenarios.afbackup(env, airflow, *restore, "--clean", "--yes", "--drop-previous",
-                               name="afbackup restore --clean")
-    result = {"floor": {"seconds": floor.seconds},
-              "afbackup": {"seconds": ours.seconds, "own_rss": ours.own_peak_rss,
-                           "timings": json.loads(ours.stdout)["timings"]},
-              "afbackup_clean": {"seconds": clean.seconds, "own_rss": clean.own_peak_rss,
-                                 "timings": json.loads(clean.stdout)["timings"]}}
+    """Restore (bench/restore.py); verify vs raw download+decrypt+decompress (skipped with ``--case restore``)."""
+    result = restore_bench.measure(env, airflow, db, bucket, backup["backup_id"], scope_flags)
     if not full:
         return result
+    operator = env.write_config(env.config(db, airflow=airflow, bucket=bucket, sign=False), "bench-restore.toml")
     key = f"airflow/v1/backups/{backup['backup_id']}/archive.tar.zst.gpg"
     raw = median_run(lambda: scenarios.raw_download_decrypt(env, bucket, key, awscli))
     verify = median_run(lambda: scenarios.afbackup(env, airflow, operator, "verify", backup["backup_id"],
@@ -191,10 +181,11 @@ def _print_backup(b: dict) -> list:
 def _print_restore(r: dict) -> list:
     mib, checks = 2**20, []
     print("\n== restore and verify ==")
-    print(f"{'pg_restore -j2 floor':24}{r['floor']['seconds']:9.2f}")
+    print(f"{'pg_restore -j2 floor':24}{r['floor']['seconds']:9.2f}   (median of {r['floor']['all_seconds']})")
     for key, label in (("afbackup", "afbackup restore"), ("afbackup_clean", "afbackup restore --clean")):
         run_ = r[key]
-        print(f"{label:24}{run_['seconds']:9.2f}   own RSS {run_['own_rss'] / mib:.1f} MiB")
+        print(f"{label:24}{run_['seconds']:9.2f}   (median of {run_['all_seconds']}), own RSS "
+              f"{run_['own_rss'] / mib:.1f} MiB")
         print(" " * 24 + "   steps: " + ", ".join(f"{k} {v:.2f}" for k, v in run_["timings"].items()))
         checks.append((f"{label} ≤ 1.3 × pg_restore -j2", run_["seconds"] / r["floor"]["seconds"],
                        run_["seconds"] <= 1.3 * r["floor"]["seconds"]))

@@ -36,7 +36,7 @@ tar czf - -C {out} . | gpg --homedir {env.backup_keys.home} --batch --trust-mode
   | {awscli} --endpoint-url {env.s3.endpoint} s3 cp - s3://{bucket}/seed/backup.tar.gz.gpg
 """
     result = time_command("seed script", script, env=env.afbackup_env(airflow))
-    _check(result)
+    check(result)
     head = env.s3.client().head_object(Bucket=bucket, Key="seed/backup.tar.gz.gpg")
     result.stdout = json.dumps({"archive_size": head["ContentLength"]})
     return result
@@ -46,7 +46,7 @@ def pg_dump_floor(env: Environment, db: str, scope_flags: list[str]) -> Measurem
     """``pg_dump -Fc -Z0`` of afbackup's scope to /dev/null (through stdout: -f /dev/null fails on fsync)."""
     flags = " ".join(shlex.quote(flag) for flag in scope_flags)
     result = time_command("pg_dump -Z0 floor", f'pg_dump -Fc -Z0 {flags} "{env.pg.dsn(db)}" > /dev/null')
-    _check(result)
+    check(result)
     return result
 
 
@@ -54,28 +54,13 @@ def afbackup(env: Environment, airflow: AirflowInstance, config: Path, *args: st
              name: str = "afbackup backup") -> Measurement:
     argv = [sys.executable, "-m", "afbackup", "--config", str(config), *args]
     result = run_measured(name, argv, env=env.afbackup_env(airflow))
-    _check(result)
+    check(result)
     return result
 
 
-def _check(result: Measurement) -> None:
+def check(result: Measurement) -> None:
     if result.returncode != 0:
         raise SystemExit(f"{result.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-
-
-def pg_restore_floor(env: Environment, db: str, scope_flags: list[str], workdir: Path) -> Measurement:
-    """``pg_restore -j2`` of the same dump, from a local unencrypted file, into an empty database."""
-    dump = workdir / "floor.pgdump"
-    flags = " ".join(shlex.quote(flag) for flag in scope_flags)
-    _check(time_command("dump for the floor", f'pg_dump -Fc -Z0 {flags} "{env.pg.dsn(db)}" > {dump}'))
-    target = "floor_restore"
-    env.pg.create_database(target, template="template0")
-    env.pg.execute(target, "DROP SCHEMA public")
-    result = time_command("pg_restore -j2 floor", f'pg_restore --exit-on-error --no-owner --no-acl --jobs 2 '
-                                                  f'-d "{env.pg.dsn(target)}" {dump}')
-    _check(result)
-    dump.unlink()
-    return result
 
 
 def raw_download_decrypt(env: Environment, bucket: str, key: str, awscli: str) -> Measurement:
@@ -83,5 +68,5 @@ def raw_download_decrypt(env: Environment, bucket: str, key: str, awscli: str) -
     script = (f"set -o pipefail; {awscli} --endpoint-url {env.s3.endpoint} s3 cp s3://{bucket}/{key} - "
               f"| gpg --homedir {env.keys.home} --batch --quiet --decrypt | zstd -dc > /dev/null")
     result = time_command("download+decrypt+decompress", script, env=env.afbackup_env())
-    _check(result)
+    check(result)
     return result
