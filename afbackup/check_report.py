@@ -13,7 +13,7 @@ from afbackup.errors import AfbackupError, ExitCode
 @dataclasses.dataclass
 class Check:
     name: str
-    ok: bool | None  # None: skipped
+    ok: bool | None  # None: skipped (in a drill: an earlier check failed)
     detail: str
     seconds: float = 0.0
 

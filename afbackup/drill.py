@@ -28,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from afbackup import manifest as mf
 from afbackup.catalog import BackupRecord
+from afbackup.check_report import Check
 from afbackup.config import Settings
 from afbackup.config.model import Config
 from afbackup.crypto import Gpg
@@ -49,14 +50,6 @@ from afbackup.unpack import ArchiveContents, read_archive, trusted_manifest
 from afbackup.verify import VerifyReport, check_exports, check_toc
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Check:
-    name: str
-    ok: bool | None  # None: skipped (an earlier check failed)
-    detail: str
-    seconds: float = 0.0
 
 
 @dataclasses.dataclass

@@ -34,7 +34,7 @@ def airflow_command(cfg: Config) -> tuple[str, ...]:
 
 def run_live(cfg: Config, state: dict[str, Any], password: str | None, options: DrillOptions, report: DrillReport,
              steps: _Steps, started: dt.datetime) -> None:
-    from afbackup.drill import Check
+    from afbackup.check_report import Check
     from afbackup.live_airflow import LiveAirflow, LiveSpec
 
     if not report.ok:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from afbackup.check_report import junit_suite, markdown_table
 from afbackup.drill import DrillReport, report_json
 
 NAMES = {"json": "drill-report.json", "markdown": "drill-report.md", "junit": "drill-junit.xml"}
@@ -43,33 +44,12 @@ def markdown(report: DrillReport) -> str:
         f"- **RPO** (age of the backup at the start): {_seconds(report.rpo_seconds)}"
         f" — target {_seconds(report.rpo_target) if report.rpo_target else 'none'}",
         "",
-        "| check | result | time | detail |",
-        "|---|---|---|---|",
+        *markdown_table(report.checks),
     ]
-    for check in report.checks:
-        result = {True: "pass", False: "**FAIL**", None: "skipped"}[check.ok]
-        detail = check.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {check.name} | {result} | {check.seconds:.1f} s | {detail} |")
     return "\n".join(lines) + "\n"
 
 
 def junit(report: DrillReport) -> ET.Element:
-    failures = sum(1 for c in report.checks if c.ok is False)
-    skipped = sum(1 for c in report.checks if c.ok is None)
-    suite = ET.Element("testsuite", name="afbackup drill", tests=str(len(report.checks)),
-                       failures=str(failures), errors="0", skipped=str(skipped),
-                       time=f"{sum(c.seconds for c in report.checks):.3f}", timestamp=report.started_at)
-    props = ET.SubElement(suite, "properties")
-    for name, value in (("backup_id", report.backup_id), ("rto_seconds", report.rto_seconds),
-                        ("rto_live_seconds", report.rto_live_seconds), ("rpo_seconds", report.rpo_seconds)):
-        ET.SubElement(props, "property", name=name, value=str(value))
-    for check in report.checks:
-        case = ET.SubElement(suite, "testcase", classname="afbackup.drill", name=check.name,
-                             time=f"{check.seconds:.3f}")
-        if check.ok is False:
-            ET.SubElement(case, "failure", message=check.detail[:500]).text = check.detail
-        elif check.ok is None:
-            ET.SubElement(case, "skipped", message=check.detail)
-        else:
-            ET.SubElement(case, "system-out").text = check.detail
-    return suite
+    return junit_suite("afbackup drill", "afbackup.drill", report.checks, report.started_at,
+                       {"backup_id": report.backup_id, "rto_seconds": report.rto_seconds,
+                        "rto_live_seconds": report.rto_live_seconds, "rpo_seconds": report.rpo_seconds})

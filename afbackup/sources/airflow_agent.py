@@ -204,10 +204,17 @@ def _fernet_keys() -> list[str]:
 
 
 def op_schema(request: dict[str, Any]) -> dict[str, Any]:
-    """The alembic head this Airflow ships, every revision it knows, and its Fernet keys' fingerprints."""
-    from airflow.utils import db
+    """The alembic head this Airflow ships, every revision it knows, and its Fernet keys' fingerprints.
 
-    return {**_alembic_revisions(db._get_script_object()),
+    The migrations are read from the package, as Airflow's own alembic config points at them: no database
+    and no ORM needed, so this also runs in an Airflow imported as a library (``_AIRFLOW__AS_LIBRARY``).
+    """
+    import os
+
+    import airflow
+    from alembic.script import ScriptDirectory
+
+    return {**_alembic_revisions(ScriptDirectory(os.path.join(os.path.dirname(airflow.__file__), "migrations"))),
             "fernet_fingerprints": [hashlib.sha256(key.encode()).hexdigest()[:16] for key in _fernet_keys()]}
 
 
