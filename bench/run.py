@@ -4,10 +4,10 @@ It also runs ``drill --live`` on the bench database and reports both RTOs: to a 
 the first successful task (the canary's, on an Airflow started on the restored database).
 
 Short measurements (the pg_dump floor, afbackup backup, the raw download, verify, and the restores with their
-floor: bench/restore.py) are run three times and the median is reported. Prints wall time, peak RSS (afbackup's own process, and its
-whole process tree) and archive size, the ratios, and whether each target of issue #2 is
-met; then repeats afbackup on a database three times larger to show that its
-memory stays flat. Results also go to bench/results/<timestamp>.json.
+floor: bench/restore.py) are run three times and the median is reported. Prints wall time, peak RSS
+(afbackup's own process, and its whole process tree) and archive size, the ratios, and whether each target
+is met; then repeats afbackup on a database three times larger to show that its memory stays flat. Results
+also go to bench/results/<timestamp>.json.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Order, and why:
 1. the target's Airflow is asked (through the executor's agent) for its schema
    revisions, Fernet key fingerprints and deployment facts: it takes seconds
    to start, so this runs beside everything up to the first seconds of the load;
-   trust: resolve the backup, check the manifest's signature;
+   then trust: resolve the backup, check the manifest's signature;
 2. preflight, before anything is downloaded or touched: pg_restore present and
    not older than the dump's pg_dump, target state (empty / non-empty needs
    ``--clean``), privileges, other sessions;

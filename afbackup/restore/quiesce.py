@@ -133,7 +133,7 @@ def terminate_sessions(conn: psycopg.Connection, dbname: str, wait: float) -> li
             raise PreflightError(
                 f"not allowed to terminate {session.describe()} on {dbname}",
                 hint="grant the restore role pg_signal_backend (or membership in the session's role), or stop "
-                     "that client yourself; nothing was changed") from None
+                     "that client yourself") from None
     deadline = time.monotonic() + wait
     while sessions and time.monotonic() < deadline:
         if not other_sessions(conn, dbname, settle=0):
@@ -143,5 +143,5 @@ def terminate_sessions(conn: psycopg.Connection, dbname: str, wait: float) -> li
     if left:
         raise PreflightError(f"{len(left)} session(s) on {dbname} did not end within {wait:.0f}s: "
                              + "; ".join(s.describe() for s in left[:5]),
-                             hint="stop those clients and re-run; nothing was changed")
+                             hint="stop those clients and re-run")
     return sessions
