@@ -178,13 +178,16 @@ def _database_plan(ctx: RestoreContext) -> list[str]:
     staging = swap.derived_name(state.dbname, "restore", "<UTC stamp>")
     lines = []
     if state.exists:
-        if ctx.sessions:
-            lines.append(f"terminate {len(ctx.sessions)} other session(s) on {state.dbname} (--terminate-sessions): "
-                         + "; ".join(s.describe() for s in ctx.sessions[:5]))
         lines.append(f"close {state.dbname} to new connections until the restore ends")
     lines.append(f"create database {staging} and pg_restore {len(m.row_counts)} tables with "
                  f"{sum(m.row_counts.values())} rows into it ({ctx.jobs} job(s)), then compare row counts and "
                  "sequences there")
+    if state.exists and ctx.sessions:
+        when = ("once the target's Airflow has accepted the backup (during the load)" if ctx.agent is not None
+                else "as the load starts")
+        lines.append(f"{when}: terminate {len(ctx.sessions)} other session(s) on {state.dbname} "
+                     "(--terminate-sessions): "
+                     + "; ".join(s.describe() for s in ctx.sessions[:5]))
     if opts.pause_dags:
         lines.append("pause every DAG")
     if state.exists:

@@ -68,7 +68,12 @@ def test_a_client_on_the_target_refuses_clean_then_terminate_sessions_swaps_and_
         # THEN the target is unchanged, open, and nothing was created
         assert table_digests(env, target_db) == before and _accepts_connections(env, target_db)
         assert _afbackup_databases(env, target_db) == []
-        # WHEN --terminate-sessions is added
+        # WHEN --terminate-sessions is added: the plan says when the session is ended, and a dry run ends nothing
+        planned = _restore(env, path, target_db, "--clean", "--terminate-sessions", "--dry-run", "--json")
+        assert planned.returncode == 0, planned.stderr
+        assert any("terminate 1 other session(s)" in line and "airflow-scheduler-e2e" in line
+                   for line in json.loads(planned.stdout)["plan"])
+        assert client.execute("SELECT 1").fetchone() == (1,)
         done = _restore(env, path, target_db, "--clean", "--yes", "--terminate-sessions", "--json")
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
