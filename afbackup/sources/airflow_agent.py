@@ -204,11 +204,8 @@ def _fernet_keys() -> list[str]:
 
 
 def op_schema(request: dict[str, Any]) -> dict[str, Any]:
-    """The alembic head this Airflow ships, every revision it knows, and its Fernet keys' fingerprints.
-
-    The migrations are read from the package, as Airflow's own alembic config points at them: no database
-    and no ORM needed, so this also runs in an Airflow imported as a library (``_AIRFLOW__AS_LIBRARY``).
-    """
+    """The alembic head this Airflow ships, every revision it knows, and its Fernet keys' fingerprints. The
+    migrations are read from the package (where Airflow's alembic config points): no database nor ORM needed."""
     import os
 
     import airflow
